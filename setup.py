@@ -1,0 +1,17 @@
+"""tfod: fine-tune TensorFlow Object Detection API models on TF 2.20.
+
+Install with ``make setup`` (pins the stack and checks the OD API sdist's sha256);
+``pip install -e .`` alone installs tfod and its console script only.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tfod",
+    version="0.1.0",
+    description="Fine-tune TF Object Detection API models: data, config, train, eval, export.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["tfod", "tfod.*"]),
+    package_data={"tfod": ["py.typed"]},
+    entry_points={"console_scripts": ["tfod=tfod.cli:main"]},
+)

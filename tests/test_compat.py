@@ -1,0 +1,195 @@
+"""Each compat shim: it is needed on this stack, it applies, and the OD API works with it.
+
+Tests that a shim is needed check the upstream break itself (the missing name
+or the refusal), so when a future stack fixes the break, the matching test says
+so and the shim can go.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tfod
+from tfod import compat
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", None)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_import_tfod_is_cheap():
+    out = _run("import sys, tfod; print('tensorflow' in sys.modules)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_old_protos_fail_without_tfod_under_upb():
+    out = _run("""
+        from google.protobuf.internal import api_implementation
+        assert api_implementation.Type() == 'upb', api_implementation.Type()
+        import object_detection.protos.pipeline_pb2
+    """)
+    assert out.returncode != 0
+    assert "Descriptors cannot be created directly" in out.stderr
+
+
+def test_protos_load_under_upb_with_tfod():
+    out = _run("""
+        import tfod
+        from google.protobuf.internal import api_implementation
+        from google.protobuf import text_format
+        from object_detection.protos import pipeline_pb2
+        cfg = text_format.Parse('model { ssd { num_classes: 3 } }', pipeline_pb2.TrainEvalPipelineConfig())
+        print(api_implementation.Type(), cfg.model.ssd.num_classes, cfg.model.WhichOneof('model'))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["upb", "3", "ssd"]
+
+
+def test_proto_maps_are_real_maps():
+    # Under the pure-Python fallback map<> fields came out as repeated fields.
+    from object_detection.protos import calibration_pb2
+
+    msg = calibration_pb2.ClassIdFunctionApproximations()
+    msg.class_id_xy_pairs_map[7].x_y_pair.add(x=0.5, y=0.25)
+    again = calibration_pb2.ClassIdFunctionApproximations.FromString(msg.SerializeToString())
+    assert list(again.class_id_xy_pairs_map.keys()) == [7]
+    assert again.class_id_xy_pairs_map[7].x_y_pair[0].y == 0.25
+
+
+def test_every_proto_module_builds():
+    import importlib
+    import pkgutil
+
+    import object_detection.protos as protos
+
+    names = [m.name for m in pkgutil.iter_modules(protos.__path__) if m.name.endswith("_pb2")]
+    assert len(names) > 30
+    for name in names:
+        module = importlib.import_module(f"object_detection.protos.{name}")
+        assert module.DESCRIPTOR.name == f"object_detection/protos/{name[:-4]}.proto"
+
+
+def test_old_generated_detection():
+    assert compat._is_old_generated("x = _descriptor.FileDescriptor(name='a', serialized_pb=b'')")
+    assert not compat._is_old_generated(
+        "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'')")
+
+
+def test_estimator_shim():
+    assert compat._estimator_missing() is False or "estimator" not in compat.ACTIVE
+    from object_detection import inputs, model_lib
+
+    assert inputs.tf_estimator.ModeKeys.TRAIN == "train"
+    assert model_lib.tf_estimator.ModeKeys.EVAL == "eval"
+    assert "estimator" in compat.ACTIVE
+    with pytest.raises(AttributeError, match="removed in TensorFlow 2.16"):
+        inputs.tf_estimator.export  # noqa: B018
+
+
+def test_estimator_really_removed_upstream():
+    out = _run("from tensorflow.compat.v1 import estimator")
+    assert out.returncode != 0
+
+
+def test_tf_slim_decoder_case_and_cond():
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_ops
+    from tf_slim.data import tfexample_decoder
+
+    assert not hasattr(control_flow_ops, "case")  # the upstream break
+    assert isinstance(tfexample_decoder.control_flow_ops, compat.ModuleProxy)
+    # the decoder path that calls case(): decoding a PNG-encoded image
+    png = tf.io.encode_png(tf.zeros([4, 5, 3], tf.uint8))
+    handler = tfexample_decoder.Image()
+    keys = {"image/encoded": tf.constant(png), "image/format": tf.constant(b"png")}
+    img = handler.tensors_to_item(keys)
+    assert tuple(img.shape) == (4, 5, 3)
+
+
+def test_pillow_getsize():
+    from object_detection.utils import visualization_utils as vu
+    from PIL import Image, ImageFont
+
+    font = ImageFont.load_default()
+    width, height = font.getsize("tfod")
+    assert width > 0 and height > 0
+    image = np.zeros((60, 80, 3), np.uint8)
+    vu.draw_bounding_box_on_image_array(image, 0.1, 0.1, 0.9, 0.9, color="red",
+                                        display_str_list=["cat: 90%"])
+    assert image.any()
+    assert isinstance(Image.fromarray(image), Image.Image)
+
+
+def test_numpy_names_for_odapi_modules_only():
+    from object_detection.utils import metrics
+
+    assert not hasattr(np, "NAN") or np.NAN  # numpy itself is untouched ...
+    assert metrics.np.float is float  # ... the OD API module sees the old names
+    scores = np.array([0.9, 0.8, 0.1])
+    labels = np.array([True, False, True])
+    precision, recall = metrics.compute_precision_recall(scores, labels, 2)
+    assert recall[-1] == 1.0
+    assert np.isnan(metrics.compute_average_precision(None, None))
+
+
+def test_visualization_plot_summaries():
+    # cdf / histogram plots used tostring_rgb + binary fromstring.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from object_detection.utils import visualization_utils as vu
+
+    assert hasattr(FigureCanvasAgg, "tostring_rgb")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = vu.plt.figure(frameon=False)
+    fig.add_subplot(1, 1, 1).plot([0, 1], [0, 1])
+    fig.canvas.draw()
+    raw = vu.np.fromstring(fig.canvas.tostring_rgb(), dtype="uint8")
+    width, height = (fig.get_size_inches() * fig.get_dpi()).astype(int)
+    assert raw.size == width * height * 3
+
+
+def test_keras_resnet_builder():
+    from object_detection.models.keras_models import resnet_v1
+
+    assert resnet_v1.resnet.__name__.startswith("tf_keras")
+    model = resnet_v1.resnet_v1_18(weights=None, input_shape=(64, 64, 3), include_top=False)
+    assert model.output_shape[-1] == 512
+
+
+def test_tensorflow_io_is_lazy():
+    from object_detection.meta_architectures import deepmac_meta_arch
+
+    assert "tensorflow_io" not in sys.modules or compat.ACTIVE.get("tensorflow_io") is None
+    with pytest.raises(ImportError, match="tensorflow_io is not installed"):
+        deepmac_meta_arch.tfio.experimental  # noqa: B018
+
+
+def test_install_is_idempotent():
+    before = list(sys.meta_path)
+    compat.install()
+    compat.install()
+    assert sys.meta_path.count(compat._FINDER) == 1
+    assert len(sys.meta_path) == len(before)
+
+
+def test_report_lists_every_shim():
+    report = compat.report()
+    assert set(compat.SHIMS) <= set(report)
+    assert report["protos"].startswith("object_detection.protos rebuilt")
+
+
+def test_legacy_keras_is_tf_keras():
+    import tensorflow as tf
+
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
+    assert tf.keras.__name__.startswith("tf_keras")
+    assert tfod.compat is compat

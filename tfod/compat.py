@@ -1,0 +1,471 @@
+"""Make the 2022 OD API (``object_detection`` 2.8) work on TensorFlow 2.20.
+
+Nothing under site-packages is edited. Importing :mod:`tfod` calls
+:func:`install`, which only puts an import hook on ``sys.meta_path`` (no
+TensorFlow import, so ``tfod --help`` stays fast). The hook acts when the
+OD API, or one of the few third-party modules it trips over, is imported:
+
+* ``object_detection.protos.*_pb2`` are rebuilt from the serialized file
+  descriptors embedded in them (see :class:`_ProtoLoader` for why).
+* every other shim is a *patch* bound to one module name. It runs right
+  before or after that module executes, checks that the thing it replaces is
+  really missing, and records itself in :data:`ACTIVE` when it applies.
+
+Each patch names the upstream break it covers. ``tfod doctor`` prints
+:func:`report`; ``docs/COMPAT.md`` describes every shim and what remains.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+import types
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+#: Shim names that applied in this process, with a short reason each.
+ACTIVE: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Shim:
+    """One workaround: which module triggers it, what upstream break it covers."""
+
+    name: str
+    modules: tuple[str, ...]  # the modules whose import triggers the shim
+    breaks: str  # the upstream break, with the file and line it shows in
+    before: Callable[[], object] | None = None  # context manager factory around exec
+    after: Callable[[types.ModuleType], bool] | None = None  # returns True if applied
+
+
+SHIMS: dict[str, Shim] = {}
+_BY_MODULE: dict[str, list[Shim]] = {}
+
+
+def _register(shim: Shim) -> Shim:
+    SHIMS[shim.name] = shim
+    for module in shim.modules:
+        _BY_MODULE.setdefault(module, []).append(shim)
+    return shim
+
+
+def _mark(name: str, detail: str) -> None:
+    ACTIVE[name] = detail
+    log.debug("compat shim %s applied: %s", name, detail)
+
+
+# --------------------------------------------------------------------------- #
+# Environment: Keras 2 (tf_keras) for tf.keras. Must be set before TensorFlow
+# is imported; TF 2.16+ otherwise gives Keras 3, which the OD API cannot use.
+# --------------------------------------------------------------------------- #
+def _set_legacy_keras() -> None:
+    if os.environ.get("TF_USE_LEGACY_KERAS") is None:
+        if "tensorflow" in sys.modules:
+            log.warning("TensorFlow was imported before tfod: set TF_USE_LEGACY_KERAS=1 "
+                        "in the environment so tf.keras is tf_keras (Keras 2)")
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+# --------------------------------------------------------------------------- #
+# Protos
+# --------------------------------------------------------------------------- #
+def _is_old_generated(source: str) -> bool:
+    """True for protoc < 3.20 output (descriptors built field by field)."""
+    return "_descriptor.FileDescriptor(" in source and "serialized_pb=" in source \
+        and "AddSerializedFile" not in source
+
+
+def _serialized_descriptor(tree: ast.Module, filename: str) -> bytes:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "FileDescriptor":
+            for kw in node.keywords:
+                if kw.arg == "serialized_pb":
+                    return ast.literal_eval(kw.value)
+    raise ImportError(f"{filename}: no serialized_pb found in FileDescriptor(...); "
+                      "this does not look like protoc output")
+
+
+class _ProtoLoader(importlib.abc.Loader):
+    """Build an old generated ``*_pb2`` module the way current protoc does.
+
+    Break: the sdist's ``*_pb2.py`` were made by protoc 3.x and create
+    descriptors directly, which the default upb (and C++) protobuf backends
+    refuse ("Descriptors cannot be created directly"). The usual advice,
+    ``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``, is slow and breaks
+    ``map<>`` fields.
+
+    Why an import hook and not regenerated files: every old module embeds its
+    complete ``FileDescriptorProto`` (``serialized_pb=b'...'``), which is exactly
+    what modern generated code feeds to ``AddSerializedFile``. Reading it from
+    the installed file needs no protoc, no ``.proto`` sources (the sdist has
+    none), no build step and no copy of upstream files in this repository, and
+    it always matches the installed package. Modules already in the modern
+    form are left alone.
+    """
+
+    def __init__(self, original: importlib.abc.Loader, fullname: str):
+        self.original = original
+        self.fullname = fullname
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        source = self.original.get_source(self.fullname)
+        if source is None or not _is_old_generated(source):
+            self.original.exec_module(module)
+            return
+        filename = getattr(module, "__file__", self.fullname)
+        tree = ast.parse(source, filename)
+        serialized = _serialized_descriptor(tree, filename)
+        # Dependencies first: their descriptors must be in the pool before ours.
+        imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        exec(compile(ast.Module(body=imports, type_ignores=[]), filename, "exec"),
+             module.__dict__)
+        from google.protobuf import descriptor_pool
+        from google.protobuf.internal import builder
+
+        module.DESCRIPTOR = descriptor_pool.Default().AddSerializedFile(serialized)
+        builder.BuildMessageAndEnumDescriptors(module.DESCRIPTOR, module.__dict__)
+        builder.BuildTopDescriptorsAndMessages(module.DESCRIPTOR, self.fullname,
+                                               module.__dict__)
+        ACTIVE.setdefault("protos", "object_detection.protos rebuilt from embedded "
+                          "descriptors")
+
+
+# --------------------------------------------------------------------------- #
+# The import hook
+# --------------------------------------------------------------------------- #
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, original: importlib.abc.Loader, shims: list[Shim]):
+        self.original = original
+        self.shims = shims
+
+    def create_module(self, spec):
+        return self.original.create_module(spec)
+
+    def exec_module(self, module):
+        with contextlib.ExitStack() as stack:
+            for shim in self.shims:
+                if shim.before is not None:
+                    stack.enter_context(shim.before())
+            self.original.exec_module(module)
+        for shim in self.shims:
+            if shim.after is not None:
+                _run_after(shim, module)
+
+    def __getattr__(self, name):  # get_source, get_code, is_package ...
+        return getattr(self.original, name)
+
+
+def _run_after(shim: Shim, module: types.ModuleType) -> None:
+    if shim.after(module):
+        _mark(shim.name, shim.breaks)
+
+
+def _is_proto(fullname: str) -> bool:
+    return fullname.startswith("object_detection.protos.") and fullname.endswith("_pb2")
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        is_proto = _is_proto(fullname)
+        if not is_proto and fullname not in _BY_MODULE:
+            return None
+        spec = None
+        for finder in sys.meta_path:  # the next finder that knows the module
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        if spec is None or spec.loader is None:
+            return None
+        if is_proto:
+            spec.loader = _ProtoLoader(spec.loader, fullname)
+        else:
+            spec.loader = _PatchingLoader(spec.loader, _BY_MODULE[fullname])
+        return spec
+
+
+_FINDER = _Finder()
+
+
+def install() -> None:
+    """Put the compat hook in place; cheap, idempotent, imports no TensorFlow.
+
+    Example:
+        >>> import tfod.compat
+        >>> tfod.compat.install()
+        >>> from object_detection.protos import pipeline_pb2
+    """
+    _set_legacy_keras()
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+    # Modules imported before tfod get their after-patches now.
+    for name, shims in _BY_MODULE.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            for shim in shims:
+                if shim.after is not None:
+                    _run_after(shim, module)
+
+
+def report() -> dict[str, str]:
+    """Every known shim and whether it applied in this process."""
+    out = {"protos": ACTIVE.get("protos", "not applied (no old *_pb2 imported yet)")}
+    for name in SHIMS:
+        out[name] = "active" if name in ACTIVE else "inactive"
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Helpers for patches
+# --------------------------------------------------------------------------- #
+class ModuleProxy(types.ModuleType):
+    """A stand-in for a module global that adds a few missing names.
+
+    Used so that a fix is visible only to the OD API module that needs it,
+    instead of adding removed names back into numpy or TensorFlow for everyone.
+    """
+
+    def __init__(self, wrapped: types.ModuleType, **extra):
+        super().__init__(wrapped.__name__)
+        self.__dict__["_wrapped"] = wrapped
+        self.__dict__.update(extra)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_wrapped"], name)
+
+
+def _proxy_global(module: types.ModuleType, global_name: str, **extra) -> bool:
+    """Replace ``module.<global_name>`` by a proxy adding only the missing names."""
+    target = getattr(module, global_name, None)
+    if target is None:
+        return False
+    if isinstance(target, ModuleProxy):
+        target = target.__dict__["_wrapped"]
+    missing = {}
+    for key, value in extra.items():
+        try:
+            getattr(target, key)
+        except (AttributeError, ValueError):
+            missing[key] = value
+        else:
+            if key in _ALWAYS_REPLACE:
+                missing[key] = value
+    if not missing:
+        return False
+    setattr(module, global_name, ModuleProxy(target, **missing))
+    return True
+
+
+# Names that exist but changed behaviour (numpy 2.4: binary fromstring raises).
+_ALWAYS_REPLACE: set[str] = set()
+
+
+# --------------------------------------------------------------------------- #
+# The shims
+# --------------------------------------------------------------------------- #
+class _ModeKeys:
+    """tf.estimator.ModeKeys: the only part of estimator the TF2 path uses."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    PREDICT = "infer"
+
+
+def _estimator_missing() -> bool:
+    try:
+        from tensorflow.compat.v1 import estimator  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _estimator_stub():
+    """Break: ``tf.compat.v1.estimator`` was removed in TF 2.16."""
+    if not _estimator_missing():
+        yield
+        return
+    import tensorflow.compat.v1 as tf_v1
+
+    stub = types.ModuleType("tensorflow.compat.v1.estimator")
+    stub.__doc__ = "tfod stand-in: only ModeKeys (estimator was removed in TF 2.16)."
+    stub.ModeKeys = _ModeKeys
+
+    def _gone(name):
+        raise AttributeError(
+            f"tf.compat.v1.estimator.{name} was removed in TensorFlow 2.16; it is only "
+            "used by the OD API's TF1 (estimator) path, which tfod does not support")
+
+    stub.__getattr__ = _gone
+    sys.modules[stub.__name__] = stub
+    try:
+        setattr(tf_v1, "estimator", stub)
+    except Exception:  # pragma: no cover - lazy loader refuses attributes
+        pass
+    _mark("estimator", "tf.compat.v1.estimator removed in TF 2.16 (inputs.py:24, "
+          "model_lib.py:26); ModeKeys stand-in installed")
+    yield
+
+
+def _tf_slim_control_flow(module) -> bool:
+    """Break: tf_slim tfexample_decoder uses control_flow_ops.case/cond (gone)."""
+    from tensorflow.python.ops import cond as cond_lib
+    from tensorflow.python.ops import control_flow_case
+
+    return _proxy_global(module, "control_flow_ops", case=control_flow_case.case,
+                         cond=cond_lib.cond)
+
+
+def _pillow_getsize(_module) -> bool:
+    """Break: Pillow 10 removed ``FreeTypeFont.getsize`` (visualization_utils:219,229)."""
+    from PIL import ImageFont
+
+    def getsize_bbox(self, text, *args, **kwargs):
+        # Old getsize returned (width, height incl. the ascent offset): the box
+        # from the origin, which is what getbbox's right/bottom give.
+        _, _, right, bottom = self.getbbox(text, *args, **kwargs)
+        return right, bottom
+
+    applied = False
+    for cls_name in ("FreeTypeFont", "TransposedFont", "ImageFont"):
+        cls = getattr(ImageFont, cls_name, None)
+        if cls is not None and not hasattr(cls, "getsize") and hasattr(cls, "getbbox"):
+            cls.getsize = getsize_bbox
+            applied = True
+    return applied
+
+
+def _figure_canvas_tostring_rgb(_module) -> bool:
+    """Break: matplotlib 3.10 removed ``FigureCanvasAgg.tostring_rgb``."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        return False
+    if hasattr(FigureCanvasAgg, "tostring_rgb"):
+        return False
+    import numpy as np
+
+    def tostring_rgb(self):
+        rgba = np.asarray(self.buffer_rgba())
+        return rgba[..., :3].tobytes()
+
+    FigureCanvasAgg.tostring_rgb = tostring_rgb
+    return True
+
+
+def _numpy_extras() -> dict:
+    import numpy as np
+
+    def fromstring(string, dtype=float, count=-1, *, sep="", **kwargs):
+        if sep == "":
+            return np.frombuffer(string, dtype=dtype, count=count).copy()
+        return np.fromstring(string, dtype=dtype, count=count, sep=sep, **kwargs)
+
+    return {"float": float, "int": int, "bool": bool, "NAN": np.nan,
+            "string_": np.bytes_, "fromstring": fromstring}
+
+
+def _binary_fromstring_removed() -> bool:
+    import numpy as np
+
+    try:
+        np.fromstring(b"\x00", dtype=np.uint8)
+    except (ValueError, DeprecationWarning, AttributeError):
+        return True
+    return False
+
+
+def _numpy_aliases(module) -> bool:
+    """Break: numpy 2 removed np.float/np.int/np.NAN/np.string_; 2.4 binary fromstring."""
+    if _binary_fromstring_removed():
+        _ALWAYS_REPLACE.add("fromstring")
+    try:
+        return _proxy_global(module, "np", **_numpy_extras())
+    finally:
+        _ALWAYS_REPLACE.discard("fromstring")
+
+
+def _resnet_builder(module) -> bool:
+    """Break: ``keras.applications.resnet`` is Keras 3 (no ``ResNet`` builder that
+    mixes with tf_keras models); resnet_v1.py:28 imports it."""
+    resnet = getattr(module, "resnet", None)
+    if resnet is not None and hasattr(resnet, "ResNet") \
+            and getattr(resnet, "__name__", "").startswith("tf_keras"):
+        return False
+    # The public tf_keras.applications.resnet exports only ResNet50/101/152;
+    # the generic ``ResNet`` builder lives in the module behind it.
+    from tf_keras.src.applications import resnet as tfk_resnet
+
+    if not hasattr(tfk_resnet, "ResNet"):  # pragma: no cover - tf_keras layout changed
+        return False
+    module.resnet = tfk_resnet
+    return True
+
+
+class _MissingOptional(types.ModuleType):
+    def __init__(self, name: str, needed_for: str):
+        super().__init__(name)
+        self.__dict__["_needed_for"] = needed_for
+
+    def __getattr__(self, attr):
+        raise ImportError(f"{self.__name__} is not installed; it is needed for "
+                          f"{self.__dict__['_needed_for']} (pip install {self.__name__.replace('_', '-')})")
+
+
+@contextlib.contextmanager
+def _lazy_tensorflow_io():
+    """Break: deepmac_meta_arch.py:28 imports tensorflow_io at import time, which
+    is not installable with TF 2.20; only DeepMAC's LAB colour option needs it."""
+    if "tensorflow_io" in sys.modules or importlib.util.find_spec("tensorflow_io"):
+        yield
+        return
+    sys.modules["tensorflow_io"] = _MissingOptional(
+        "tensorflow_io", "DeepMAC's LAB colour space (rgb_to_lab)")
+    try:
+        yield
+    finally:
+        sys.modules.pop("tensorflow_io", None)
+    _mark("tensorflow_io", "deepmac_meta_arch.py:28: tensorflow_io imported lazily")
+
+
+_register(Shim("estimator", ("object_detection.inputs", "object_detection.model_lib"),
+               "tf.compat.v1.estimator removed in TF 2.16 (inputs.py:24, model_lib.py:26)",
+               before=_estimator_stub))
+_register(Shim("tf_slim_control_flow", ("tf_slim.data.tfexample_decoder",),
+               "control_flow_ops.case/cond removed from TF (tf_slim "
+               "data/tfexample_decoder.py:278,439,453)",
+               after=_tf_slim_control_flow))
+_register(Shim("pillow_getsize", ("object_detection.utils.visualization_utils",),
+               "Pillow 10 removed FreeTypeFont.getsize (visualization_utils.py:219,229)",
+               after=_pillow_getsize))
+_register(Shim("matplotlib_tostring_rgb", ("object_detection.utils.visualization_utils",),
+               "matplotlib 3.10 removed FigureCanvasAgg.tostring_rgb "
+               "(visualization_utils.py:1303,1331)",
+               after=_figure_canvas_tostring_rgb))
+_register(Shim("numpy_removed_names",
+               ("object_detection.utils.visualization_utils",
+                "object_detection.utils.metrics",
+                "object_detection.metrics.tf_example_parser"),
+               "numpy 2 removed np.float/np.int/np.NAN/np.string_ and 2.4 binary "
+               "np.fromstring (utils/metrics.py:45,93,98, metrics/tf_example_parser.py:36, "
+               "visualization_utils.py:1303,1331); the module's np becomes a proxy",
+               after=_numpy_aliases))
+_register(Shim("keras_resnet", ("object_detection.models.keras_models.resnet_v1",),
+               "Keras 3 keras.applications.resnet cannot build tf_keras models "
+               "(resnet_v1.py:28,505,534)",
+               after=_resnet_builder))
+_register(Shim("tensorflow_io", ("object_detection.meta_architectures.deepmac_meta_arch",),
+               "tensorflow_io imported at import time (deepmac_meta_arch.py:28)",
+               before=_lazy_tensorflow_io))
