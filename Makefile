@@ -44,7 +44,7 @@ $(STAMP): requirements.txt requirements-odapi.txt constraints.txt setup.py
 	touch $@
 
 demo: $(STAMP)
-	$(TFOD) demo --out demo
+	$(TFOD) demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

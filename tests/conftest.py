@@ -9,3 +9,27 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tfod  # noqa: E402,F401  (installs the compat hook before any OD API import)
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+import pytest  # noqa: E402
+
+TINY_STEPS = 6
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A prepared synthetic dataset and a tiny SSD trained TINY_STEPS steps with tfod.train."""
+    from tfod.data import prepare_dataset
+    from tfod.pipeline import patch_pipeline_for_dataset
+    from tfod.synth import synthesize
+    from tfod.train import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize(root / "raw", num_train=16, num_val=6, seed=1)
+    prepared = prepare_dataset(root / "raw", "tiny", out_root=root / "data",
+                               label_map_dir=root / "label_maps")
+    config = patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", root / "tiny.config",
+                                        data_dir=prepared["dir"], num_steps=TINY_STEPS,
+                                        batch_size=2)
+    result = train(config, run_dir=root / "runs" / "tiny", seed=0)
+    return {"root": root, "data": prepared["dir"], "config": config,
+            "run_dir": root / "runs" / "tiny", "train": result}

@@ -1,0 +1,71 @@
+"""tfod.cli: fast help listing every command with an example, usage errors, TfodError exit 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tfod import cli
+
+
+def test_help_lists_commands_with_examples_without_tensorflow():
+    code = ("import sys\nfrom tfod import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'noTF')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name, (_, example) in cli.COMMANDS.items():
+        assert name in out.stdout
+        assert example.split()[1] == name
+    assert out.stdout.strip().endswith("noTF")
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_each_command_has_help_with_example(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    assert "example:" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["prepare"])
+    assert exc.value.code == 2
+    assert cli.main([]) == 2
+
+
+def test_tfod_error_exits_1_without_traceback(tmp_path, capsys):
+    code = cli.main(["prepare", str(tmp_path / "missing"), "--name", "x"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "annotation folder not found" in err and "Traceback" not in err
+
+
+def test_config_unknown_template_suggests(tmp_path, capsys):
+    code = cli.main(["config", "ssd_mobilenet_v2_tny", "--out", str(tmp_path / "p.config")])
+    assert code == 1
+    assert "did you mean ssd_mobilenet_v2_tiny" in capsys.readouterr().err
+
+
+def test_synth_then_prepare_from_the_shell(tmp_path):
+    tfod = [sys.executable, "-m", "tfod.cli"]
+    subprocess.run(tfod + ["synth", str(tmp_path / "raw"), "--train", "6", "--val", "3"],
+                   check=True, capture_output=True)
+    out = subprocess.run(tfod + ["prepare", str(tmp_path / "raw"), "--name", "s",
+                                 "--out-root", str(tmp_path / "data"),
+                                 "--label-maps", str(tmp_path / "lm")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "data" / "s" / "train-00000-of-00001.tfrecord").is_file()
+    assert (tmp_path / "lm" / "s.pbtxt").is_file()
+
+
+def test_doctor_passes():
+    out = subprocess.run([sys.executable, "-m", "tfod.cli", "doctor"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all checks passed" in out.stdout
+    assert "protobuf backend: upb" in out.stdout

@@ -1,0 +1,260 @@
+"""``tfod`` command line: parses arguments and calls one library function each.
+
+Nothing here imports TensorFlow at module level, so ``tfod --help`` is instant.
+Exit codes: 0 success, 1 failure (a TfodError, printed without a traceback),
+2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+COMMANDS = {
+    "synth": ("write a seeded synthetic dataset (shapes on textures) in Pascal VOC layout",
+              "tfod synth data/demo/voc --train 300 --val 60 --size 160"),
+    "prepare": ("annotations -> checked, split, sharded TFRecords + label map",
+                "tfod prepare data/raw/voc --format voc --name pets"),
+    "config": ("write a pipeline.config from a template, patched for a dataset",
+               "tfod config ssd_mobilenet_v2_tiny --data data/pets --steps 2000 "
+               "--out runs/pets/pipeline.config"),
+    "train": ("train with the OD API's loop; exact steps, checkpoint at the end",
+              "tfod train runs/pets/pipeline.config --run pets"),
+    "eval": ("COCO mAP of a run's latest checkpoint, once",
+             "tfod eval runs/pets"),
+    "export": ("SavedModel and TFLite into exports/<run>/, each loaded and run",
+               "tfod export runs/pets --formats saved_model,tflite"),
+    "predict": ("detect objects in images with an exported model",
+                "tfod predict photos/ --model exports/pets/saved_model --out predictions"),
+    "doctor": ("check the installation: versions, devices, compat shims, a tiny model",
+               "tfod doctor"),
+    "demo": ("the whole path offline on a synthetic dataset",
+             "tfod demo --steps 600"),
+    "tensorboard": ("TensorBoard over the runs folder, on 127.0.0.1",
+                    "tfod tensorboard --logdir runs --port 6006"),
+}
+
+
+def _add(sub, name: str) -> argparse.ArgumentParser:
+    help_text, example = COMMANDS[name]
+    return sub.add_parser(name, help=f"{help_text}  (e.g. {example})", description=help_text,
+                          epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _ratios(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad split {part!r}: use name=ratio pairs like train=0.8,val=0.2") from None
+    return out
+
+
+def _sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"tfod: --set {item!r}: use KEY=VALUE, e.g. train_config.batch_size=4")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfod", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune TensorFlow Object Detection API models: "
+                    "data -> config -> train -> eval -> export -> predict.",
+        epilog="examples:\n" + "\n".join(f"  {ex}" for _, ex in COMMANDS.values()))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _add(sub, "synth")
+    p.add_argument("out", help="output folder (VOC layout)")
+    p.add_argument("--train", type=int, default=300, help="training images")
+    p.add_argument("--val", type=int, default=60, help="validation images")
+    p.add_argument("--size", type=int, default=160, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+
+    p = _add(sub, "prepare")
+    p.add_argument("source", help="annotation folder")
+    p.add_argument("--format", default="voc", choices=["voc"], help="annotation format")
+    p.add_argument("--name", required=True, help="dataset name: writes data/<name>/")
+    p.add_argument("--images", help="image folder, if not next to the annotations")
+    p.add_argument("--out-root", default="data")
+    p.add_argument("--label-maps", default="label_maps", help="where <name>.pbtxt goes")
+    p.add_argument("--split", type=_ratios, default=None,
+                   help="ratios when the dataset has no own split, e.g. train=0.8,val=0.2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strict", action="store_true", help="fail on any problem")
+
+    p = _add(sub, "config")
+    p.add_argument("template", help="template name in pipelines/ or a pipeline.config")
+    p.add_argument("--data", help="prepared dataset folder (data/<name>)")
+    p.add_argument("--out", help="where to write the pipeline.config (required unless --check)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--checkpoint", help="fine-tune checkpoint prefix")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any field, e.g. train_config.batch_size=4 (repeatable)")
+    p.add_argument("--check", action="store_true",
+                   help="only check the config given as TEMPLATE (tfod config --check FILE)")
+
+    p = _add(sub, "train")
+    p.add_argument("config", help="pipeline.config")
+    p.add_argument("--run", help="run name: runs/<run>/ (default: the config's folder name)")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--steps", type=int, help="override num_steps")
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--resume", action="store_true", help="continue an existing run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="auto",
+                   choices=["auto", "cpu", "gpu", "mirrored", "multi-worker"])
+
+    p = _add(sub, "eval")
+    p.add_argument("run", help="run folder (or pipeline.config)")
+    p.add_argument("--checkpoint", help="checkpoint prefix (default: latest)")
+
+    p = _add(sub, "export")
+    p.add_argument("run", help="run folder (or pipeline.config)")
+    p.add_argument("--out", help="default exports/<run>")
+    p.add_argument("--formats", default="saved_model,tflite")
+    p.add_argument("--checkpoint")
+    p.add_argument("--max-detections", type=int, default=10, help="TFLite detections")
+
+    p = _add(sub, "predict")
+    p.add_argument("source", nargs="+", help="images, folders or globs")
+    p.add_argument("--model", required=True, help="saved_model folder or .tflite file")
+    p.add_argument("--out", default="predictions")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--max-detections", type=int, default=100)
+    p.add_argument("--label-map")
+
+    _add(sub, "doctor")
+
+    p = _add(sub, "demo")
+    p.add_argument("--root", default=".", help="project folder: writes data/, runs/, exports/")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--train", type=int, default=300)
+    p.add_argument("--val", type=int, default=60)
+
+    p = _add(sub, "tensorboard")
+    p.add_argument("--logdir", default="runs")
+    p.add_argument("--port", type=int, default=6006)
+    p.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    if not verbose:
+        import os
+        import warnings
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ info/warning lines
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(tf_keras|tensorflow)")
+        # TensorFlow's deprecation notices are WARNING records on its own logger
+        for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def run(args: argparse.Namespace) -> object:
+    """Call the library function for one parsed command."""
+    cmd = args.command
+    if cmd == "synth":
+        from tfod.synth import synthesize
+
+        return synthesize(args.out, num_train=args.train, num_val=args.val,
+                          image_size=args.size, seed=args.seed, overwrite=args.overwrite)
+    if cmd == "prepare":
+        from tfod.data import prepare_dataset
+
+        return prepare_dataset(args.source, name=args.name, fmt=args.format,
+                               out_root=args.out_root, label_map_dir=args.label_maps,
+                               split=args.split, seed=args.seed, strict=args.strict,
+                               image_dir=args.images)["manifest"]
+    if cmd == "config":
+        from tfod import pipeline
+
+        if args.check:
+            return {"config": args.template, "ok": True,
+                    "warnings": pipeline.check_pipeline(args.template)}
+        if not args.out:
+            raise SystemExit("tfod config: error: --out is required (where to write the config)")
+        return {"config": str(pipeline.patch_pipeline_for_dataset(
+            args.template, args.out, data_dir=args.data, num_steps=args.steps,
+            batch_size=args.batch_size, image_size=args.image_size,
+            fine_tune_checkpoint=args.checkpoint, overrides=_sets(args.set)))}
+    if cmd == "train":
+        from tfod.train import train
+
+        return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
+                     checkpoint_every=args.checkpoint_every, resume=args.resume,
+                     seed=args.seed, strategy=args.strategy, argv=sys.argv)
+    if cmd == "eval":
+        from tfod.evaluate import evaluate
+
+        return evaluate(args.run, checkpoint=args.checkpoint)
+    if cmd == "export":
+        from tfod.export import export
+
+        return export(args.run, out_dir=args.out, formats=args.formats.split(","),
+                      checkpoint=args.checkpoint, max_detections=args.max_detections)
+    if cmd == "predict":
+        from tfod.predict import predict
+
+        return predict(args.source, args.model, out_dir=args.out, threshold=args.threshold,
+                       max_detections=args.max_detections, label_map=args.label_map)
+    if cmd == "doctor":
+        from tfod.doctor import doctor
+
+        report = doctor()
+        return None if report["ok"] else SystemExit(1)
+    if cmd == "demo":
+        from tfod.demo import demo
+
+        demo(args.root, num_steps=args.steps, num_train=args.train, num_val=args.val)
+        return None
+    if cmd == "tensorboard":
+        from tfod.tensorboard import tensorboard
+
+        return tensorboard(args.logdir, port=args.port, host=args.host)
+    raise AssertionError(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose)
+    from tfod.errors import TfodError
+
+    try:
+        result = run(args)
+    except TfodError as exc:
+        print(f"tfod {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tfod {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, SystemExit):
+        return int(result.code)
+    if isinstance(result, dict) and args.command not in ("demo",):
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Training on the OD API's own loop (``model_lib_v2.train_loop``) with the gaps filled.
+
+Upstream ``model_main_tf2`` overshoots ``num_steps`` to a multiple of 100, saves
+no checkpoint at the end (only every 1000 steps, and the step-0 one holds no
+model variables), and dies without a checkpoint on Ctrl-C. tfod keeps the
+upstream loop and:
+
+* picks ``num_steps_per_iteration`` as a divisor of the remaining steps, so the
+  loop stops at exactly ``num_steps``;
+* records the model, optimizer and step variable the loop builds (through the
+  OD API's own builder hooks) and saves them as ``ckpt-<step>`` with the same
+  object graph as upstream checkpoints when the loop ends or is interrupted;
+* writes a run folder with the resolved config, label map, command line,
+  package versions and data fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tfod.errors import TrainError
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker")
+
+
+def steps_per_iteration(remaining: int, cap: int = 20) -> int:
+    """Largest divisor of ``remaining`` that is at most ``cap`` (1 if none)."""
+    for k in range(min(cap, max(remaining, 1)), 0, -1):
+        if remaining % k == 0:
+            return k
+    return 1
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for dist in ("tensorflow", "tf-keras", "tf-models-official", "protobuf", "numpy",
+                 "tf-models-research-object-detection", "pycocotools", "tfod"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def make_strategy(name: str = "auto"):
+    """A ``tf.distribute`` strategy by name (``auto``: mirrored on 2+ GPUs)."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise TrainError(f"unknown strategy {name!r}", where="--strategy",
+                         fix=f"use one of: {', '.join(STRATEGIES)}")
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:  # allocate as needed, so eval or TensorBoard can share the GPU
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else ("gpu" if gpus else "cpu")
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "gpu":
+        if not gpus:
+            raise TrainError("--strategy gpu but TensorFlow sees no GPU", where="--strategy",
+                             fix="check `tfod doctor`, or use --strategy cpu")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if not os.environ.get("TF_CONFIG"):
+        raise TrainError("--strategy multi-worker needs TF_CONFIG", where="environment",
+                         fix='set TF_CONFIG={"cluster": {"worker": [...]}, '
+                         '"task": {"type": "worker", "index": N}} on every worker')
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+class _Captured:
+    """The objects ``train_loop`` builds, recorded through its builder hooks."""
+
+    def __init__(self):
+        self.model = None
+        self.optimizer = None
+        self.global_step = None
+
+    @contextlib.contextmanager
+    def hooks(self):
+        from object_detection import model_lib_v2
+
+        build_model = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"]
+        build_optimizer = model_lib_v2.optimizer_builder.build
+
+        def model_fn(*args, **kwargs):
+            self.model = build_model(*args, **kwargs)
+            return self.model
+
+        def optimizer_fn(config, global_step=None):
+            self.global_step = global_step
+            self.optimizer, extra = build_optimizer(config, global_step=global_step)
+            return self.optimizer, extra
+
+        model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"] = model_fn
+        model_lib_v2.optimizer_builder.build = optimizer_fn
+        try:
+            yield self
+        finally:
+            model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"] = build_model
+            model_lib_v2.optimizer_builder.build = build_optimizer
+
+    def step(self) -> int:
+        return int(self.global_step.numpy()) if self.global_step is not None else 0
+
+    def save(self, model_dir: Path, strategy, max_to_keep: int) -> str | None:
+        """Save like the upstream loop does (same object graph), as ckpt-<step>."""
+        import tensorflow as tf
+        from object_detection import model_lib_v2
+
+        if self.model is None or not self.model.variables:
+            return None
+        ckpt = tf.train.Checkpoint(step=self.global_step, model=self.model,
+                                   optimizer=self.optimizer)
+        directory = model_lib_v2.get_filepath(strategy, str(model_dir))
+        manager = tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep)
+        path = manager.save(checkpoint_number=self.step())
+        model_lib_v2.clean_temporary_directories(strategy, directory)
+        return path
+
+
+def latest_step(model_dir: str | Path) -> int:
+    """The step stored in the newest checkpoint of a folder (0 if none)."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(str(model_dir))
+    if not path:
+        return 0
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+        if key.startswith("step/"):
+            return int(reader.get_tensor(key))
+    return int(path.rsplit("-", 1)[-1])
+
+
+class _Progress(threading.Thread):
+    """Prints step/total, steps/s and ETA from the live step variable."""
+
+    def __init__(self, captured: _Captured, start: int, total: int, every: float = 5.0):
+        super().__init__(daemon=True)
+        self.captured, self.start_step, self.total, self.every = captured, start, total, every
+        self.done = threading.Event()
+
+    def run(self):
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover
+            tqdm = None
+        bar = tqdm(total=self.total, initial=self.start_step, unit="step",
+                   desc="train", dynamic_ncols=True, mininterval=1.0,
+                   disable=not sys.stderr.isatty()) if tqdm else None
+        last_log = time.time()
+        t0, first = None, self.start_step  # the rate counts from the first step seen
+        while not self.done.wait(1.0):
+            step = self.captured.step()
+            if bar is not None and step > bar.n:
+                bar.update(step - bar.n)
+            if t0 is None and step > self.start_step:
+                t0, first = time.time(), step
+                log.info("train: first steps done (graph built); training")
+            if t0 is not None and time.time() - last_log >= self.every and step > first:
+                rate = (step - first) / (time.time() - t0)
+                eta = (self.total - step) / rate if rate > 0 else float("inf")
+                log.info("train: step %d/%d  %.2f steps/s  ETA %.0fs", step, self.total,
+                         rate, eta)
+                last_log = time.time()
+        if bar is not None:
+            bar.update(max(0, self.captured.step() - bar.n))
+            bar.close()
+
+
+def _write_run_files(run_dir: Path, config_path: Path, argv: list[str] | None) -> None:
+    from tfod import pipeline
+
+    configs = pipeline.load_configs(config_path)
+    label_map = configs["train_input_config"].label_map_path
+    if label_map and Path(label_map).is_file():
+        shutil.copy(label_map, run_dir / "label_map.pbtxt")
+    (run_dir / "command.txt").write_text(" ".join(argv or sys.argv) + "\n")
+    (run_dir / "versions.json").write_text(json.dumps(package_versions(), indent=2))
+    fingerprints = {}
+    for pattern in configs["train_input_config"].tf_record_input_reader.input_path:
+        manifest = Path(pattern).parent / "manifest.json"
+        if manifest.is_file():
+            fingerprints[str(manifest)] = json.loads(manifest.read_text()).get("fingerprint")
+    (run_dir / "data.json").write_text(json.dumps(fingerprints, indent=2))
+
+
+@contextlib.contextmanager
+def _interrupt_as_keyboard_interrupt():
+    """SIGTERM behaves like Ctrl-C, so both end with a checkpoint."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _log_to_file(run_dir: Path):
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("tfod").addHandler(handler)
+    return handler
+
+
+def train(config: str | Path, run: str | None = None, runs_root: str | Path = "runs",
+          run_dir: str | Path | None = None, num_steps: int | None = None,
+          checkpoint_every: int = 1000, max_to_keep: int = 5, resume: bool = False,
+          seed: int | None = 0, strategy: str = "auto", argv: list[str] | None = None) -> dict:
+    """Train a model from a pipeline config into a run folder.
+
+    Stops at exactly ``num_steps`` (from the config unless given) and always
+    leaves a checkpoint of the last step, also on Ctrl-C or SIGTERM.
+
+    Example:
+        >>> result = train("runs/demo/pipeline.config", run="demo", num_steps=600)
+        >>> result["checkpoint"]
+        'runs/demo/ckpt-600'
+    """
+    from tfod import pipeline
+
+    config = Path(config)
+    pipeline.check_pipeline(config)
+    run_dir = Path(run_dir) if run_dir else Path(runs_root) / (run or config.parent.name)
+    resolved = run_dir / "pipeline.config"
+    if run_dir.exists() and any(run_dir.glob("ckpt-*")) and not resume:
+        raise TrainError("run folder already holds checkpoints", where=str(run_dir),
+                         fix="pass --resume to continue it, or choose another --run name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.resolve() != resolved.resolve():
+        shutil.copy(config, resolved)
+    total = int(num_steps or pipeline.num_steps(resolved))
+    if total <= 0:
+        raise TrainError("num_steps is 0", where=f"{resolved} train_config.num_steps",
+                         fix="set --steps N")
+    handler = _log_to_file(run_dir)
+    try:
+        _write_run_files(run_dir, resolved, argv)
+        import tensorflow as tf
+        from object_detection import model_lib_v2
+
+        if seed is not None:
+            tf.keras.utils.set_random_seed(seed)
+        start = latest_step(run_dir)
+        if start >= total:
+            log.info("train: %s is already at step %d of %d", run_dir, start, total)
+            return {"run_dir": str(run_dir), "step": start, "checkpoint":
+                    tf.train.latest_checkpoint(str(run_dir)), "seconds": 0.0}
+        per_iter = steps_per_iteration(total - start)
+        strat = make_strategy(strategy)
+        log.info("train: %s -> %s, steps %d..%d (%d per loop iteration), strategy %s, "
+                 "%d replica(s)", resolved, run_dir, start, total, per_iter,
+                 type(strat).__name__, strat.num_replicas_in_sync)
+        captured = _Captured()
+        progress = _Progress(captured, start, total)
+        t0 = time.time()
+        status = "finished"
+        with captured.hooks(), _interrupt_as_keyboard_interrupt(), strat.scope():
+            progress.start()
+            try:
+                model_lib_v2.train_loop(
+                    pipeline_config_path=str(resolved), model_dir=str(run_dir),
+                    train_steps=total, use_tpu=False, checkpoint_every_n=checkpoint_every,
+                    checkpoint_max_to_keep=max_to_keep, record_summaries=True,
+                    num_steps_per_iteration=per_iter)
+            except KeyboardInterrupt:
+                status = "interrupted"
+                log.warning("train: interrupted at step %d; saving a checkpoint",
+                            captured.step())
+            except tf.errors.ResourceExhaustedError as exc:
+                raise TrainError(f"out of memory at step {captured.step()} ({exc.message[:200]})",
+                                 where=f"{resolved} train_config.batch_size",
+                                 fix="lower the batch size (tfod config --batch-size N) or "
+                                 "the image size") from None
+            finally:
+                progress.done.set()
+                progress.join()
+            checkpoint = tf.train.latest_checkpoint(str(run_dir))
+            if latest_step(run_dir) != captured.step() or checkpoint is None:
+                checkpoint = captured.save(run_dir, strat, max_to_keep) or checkpoint
+        seconds = time.time() - t0
+        step = captured.step()
+        result = {"run_dir": str(run_dir), "step": step, "checkpoint": checkpoint,
+                  "seconds": seconds, "status": status,
+                  "steps_per_sec": (step - start) / seconds if seconds else 0.0}
+        (run_dir / "train_summary.json").write_text(json.dumps(result, indent=2))
+        log.info("train: %s at step %d/%d in %.0fs (%.2f steps/s); checkpoint %s", status,
+                 step, total, seconds, result["steps_per_sec"], checkpoint)
+        if status == "interrupted":
+            raise KeyboardInterrupt
+        return result
+    finally:
+        logging.getLogger("tfod").removeHandler(handler)
+        handler.close()
