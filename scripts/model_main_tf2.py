@@ -14,8 +14,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tfod  # noqa: E402,F401  (installs the compat layer before the OD API loads)
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 from object_detection import model_main_tf2  # noqa: E402
 
 if __name__ == "__main__":
+    # upstream marks these inside main(), after parsing, where a missing flag ends in
+    # a traceback instead of a usage message
+    for _flag in ("pipeline_config_path", "model_dir"):
+        flags.mark_flag_as_required(_flag)
     app.run(model_main_tf2.main)

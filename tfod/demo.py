@@ -20,14 +20,14 @@ NAME = "demo"
 TEMPLATE = "ssd_mobilenet_v2_tiny"
 
 
-def demo(root: str | Path = ".", num_steps: int = 600, num_train: int = 300,
+def demo(root: str | Path = ".", num_steps: int = 1500, num_train: int = 300,
          num_val: int = 60, seed: int = 0, batch_size: int = 8) -> dict:
     """Run every stage on a seeded synthetic dataset; print one summary line.
 
     Starts fresh each time: the previous demo's run and export folders are replaced.
 
     Example:
-        >>> result = demo(".", num_steps=600)
+        >>> result = demo(".", num_steps=1500)
         >>> result["mAP@.5"] > 0.9
     """
     from tfod.data import prepare_dataset
@@ -68,7 +68,7 @@ def demo(root: str | Path = ".", num_steps: int = 600, num_train: int = 300,
                      formats=["saved_model", "tflite"])
     val_ids = (raw / "ImageSets" / "Main" / "val.txt").read_text().split()[:6]
     images = [p for p in list_images(raw / "JPEGImages") if p.stem in set(val_ids)]
-    predictions = stage("predict", predict, images, export_dir / "saved_model",
+    predictions = stage("predict", predict, images, export_dir / "model_float32.tflite",
                         out_dir=export_dir / "predictions", threshold=0.5)
     seconds = time.time() - t0
     summary = {
