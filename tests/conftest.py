@@ -17,11 +17,11 @@ TINY_STEPS = 6
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A prepared synthetic dataset and a tiny SSD trained TINY_STEPS steps with tfod.train."""
+    """A prepared synthetic dataset and a tiny SSD trained TINY_STEPS steps with tfod.training."""
     from tfod.data import prepare_dataset
     from tfod.pipeline import patch_pipeline_for_dataset
     from tfod.synth import synthesize
-    from tfod.train import train
+    from tfod.training import train
 
     root = tmp_path_factory.mktemp("tiny")
     synthesize(root / "raw", num_train=16, num_val=6, seed=1)

@@ -69,3 +69,15 @@ def test_doctor_passes():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all checks passed" in out.stdout
     assert "protobuf backend: upb" in out.stdout
+
+
+def test_python_api_names_match_commands():
+    import importlib
+
+    import tfod
+
+    for name in ("prepare_dataset", "patch_pipeline", "train", "evaluate", "export",
+                 "predict", "doctor", "demo", "synthesize"):
+        module = importlib.import_module(tfod._LAZY[name])
+        assert getattr(tfod, name) is getattr(module, name)
+        assert callable(getattr(tfod, name))  # a module never shadows the function

@@ -1,7 +1,14 @@
 """tfod: fine-tune TensorFlow Object Detection API models, from data to TFLite.
 
 Importing tfod is cheap: it installs the compat import hook (no TensorFlow
-import). The stage functions are loaded on first use.
+import). The stage functions are loaded on first use; modules are nouns
+(``tfod.training``) and their public functions verbs (``tfod.train``), so the
+two never shadow each other.
+
+Example:
+    >>> import tfod
+    >>> tfod.prepare_dataset("data/raw/voc", name="pets")
+    >>> tfod.train("runs/pets/pipeline.config", run="pets")
 """
 
 from __future__ import annotations
@@ -20,13 +27,20 @@ _LAZY = {
     "synthesize": "tfod.synth",
     "prepare_dataset": "tfod.data",
     "patch_pipeline": "tfod.pipeline",
-    "train": "tfod.train",
-    "evaluate": "tfod.evaluate",
-    "export": "tfod.export",
-    "export_saved_model": "tfod.export",
-    "export_tflite": "tfod.export",
-    "predict": "tfod.predict",
-    "doctor": "tfod.doctor",
+    "train": "tfod.training",
+    "evaluate": "tfod.evaluation",
+    "export": "tfod.exporter",
+    "export_saved_model": "tfod.exporter",
+    "export_tflite": "tfod.exporter",
+    "predict": "tfod.inference",
+    "doctor": "tfod.diagnostics",
+    "demo": "tfod.demonstration",
+    "tensorboard": "tfod.dashboard",
+    "patch_pipeline_for_dataset": "tfod.pipeline",
+    "check_pipeline": "tfod.pipeline",
+    "write_tfrecords": "tfod.data",
+    "write_label_map": "tfod.data",
+    "load_detector": "tfod.inference",
 }
 
 __all__ = ["ConfigError", "DatasetError", "ExportError", "TfodError", "TrainError",

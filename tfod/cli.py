@@ -196,37 +196,37 @@ def run(args: argparse.Namespace) -> object:
             batch_size=args.batch_size, image_size=args.image_size,
             fine_tune_checkpoint=args.checkpoint, overrides=_sets(args.set)))}
     if cmd == "train":
-        from tfod.train import train
+        from tfod.training import train
 
         return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
                      checkpoint_every=args.checkpoint_every, resume=args.resume,
                      seed=args.seed, strategy=args.strategy, argv=sys.argv)
     if cmd == "eval":
-        from tfod.evaluate import evaluate
+        from tfod.evaluation import evaluate
 
         return evaluate(args.run, checkpoint=args.checkpoint)
     if cmd == "export":
-        from tfod.export import export
+        from tfod.exporter import export
 
         return export(args.run, out_dir=args.out, formats=args.formats.split(","),
                       checkpoint=args.checkpoint, max_detections=args.max_detections)
     if cmd == "predict":
-        from tfod.predict import predict
+        from tfod.inference import predict
 
         return predict(args.source, args.model, out_dir=args.out, threshold=args.threshold,
                        max_detections=args.max_detections, label_map=args.label_map)
     if cmd == "doctor":
-        from tfod.doctor import doctor
+        from tfod.diagnostics import doctor
 
         report = doctor()
         return None if report["ok"] else SystemExit(1)
     if cmd == "demo":
-        from tfod.demo import demo
+        from tfod.demonstration import demo
 
         demo(args.root, num_steps=args.steps, num_train=args.train, num_val=args.val)
         return None
     if cmd == "tensorboard":
-        from tfod.tensorboard import tensorboard
+        from tfod.dashboard import tensorboard
 
         return tensorboard(args.logdir, port=args.port, host=args.host)
     raise AssertionError(cmd)

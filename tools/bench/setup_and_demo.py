@@ -55,8 +55,8 @@ def bench_setup() -> dict:
 def bench_demo(steps: int) -> dict:
     sys.path.insert(0, str(ROOT))
     import tfod  # noqa: F401
-    from tfod.demo import demo
-    from tfod.evaluate import evaluate
+    from tfod.demonstration import demo
+    from tfod.evaluation import evaluate
 
     work = Path(tempfile.mkdtemp(prefix="tfod-bench-"))
     try:

@@ -172,7 +172,7 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
     Example:
         >>> export("runs/demo", formats=["saved_model", "tflite"])
     """
-    from tfod import predict
+    from tfod import inference
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -191,7 +191,7 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
     _write_side_files(config, out_dir)
     result = {"dir": str(out_dir), "checkpoint": checkpoint, "artefacts": {}}
     for name, path in artefacts.items():
-        detector = predict.load_detector(path)
+        detector = inference.load_detector(path)
         h, w = detector.input_size or (320, 320)
         import numpy as np
 

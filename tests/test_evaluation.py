@@ -1,4 +1,4 @@
-"""tfod.evaluate: one pass over the eval split, COCO metrics written, then it returns."""
+"""tfod.evaluation: one pass over the eval split, COCO metrics written, then it returns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY_STEPS
 from tfod.errors import TrainError
-from tfod.evaluate import evaluate, metrics_table
+from tfod.evaluation import evaluate, metrics_table
 
 
 def test_evaluate_once(tiny_run):

@@ -31,12 +31,12 @@ def demo(root: str | Path = ".", num_steps: int = 1500, num_train: int = 300,
         >>> result["mAP@.5"] > 0.9
     """
     from tfod.data import prepare_dataset
-    from tfod.evaluate import evaluate
-    from tfod.export import export
+    from tfod.evaluation import evaluate
+    from tfod.exporter import export
     from tfod.pipeline import patch_pipeline_for_dataset
-    from tfod.predict import list_images, predict
+    from tfod.inference import list_images, predict
     from tfod.synth import synthesize
-    from tfod.train import train
+    from tfod.training import train
 
     t0 = time.time()
     root = Path(root)

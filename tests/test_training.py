@@ -1,4 +1,4 @@
-"""tfod.train on the OD API's loop: exact steps, final checkpoint, run folder, resume."""
+"""tfod.training on the OD API's loop: exact steps, final checkpoint, run folder, resume."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import TINY_STEPS
-from tfod import train as train_mod
+from tfod import training as train_mod
 from tfod.errors import TrainError
 
 

@@ -1,4 +1,4 @@
-"""tfod.export and tfod.predict: every artefact loads, runs and agrees with the others."""
+"""tfod.exporter and tfod.inference: every artefact loads, runs and agrees with the others."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tfod.errors import ExportError
-from tfod.export import export
-from tfod.predict import _classes_and_scores, load_detector, predict
+from tfod.exporter import export
+from tfod.inference import _classes_and_scores, load_detector, predict
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def doctor() -> dict:
 
     results: list = []
     from tfod import compat
-    from tfod.train import package_versions
+    from tfod.training import package_versions
 
     versions = package_versions()
     lines = [f"python {platform.python_version()} ({platform.machine()})"]
