@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tfod-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # stage parameters (override on the command line: make train RUN=myrun STEPS=2000)
-DATA ?= data/demo/voc
+DATA ?= data/demo_raw
 FORMAT ?= voc
 NAME ?= demo
 TEMPLATE ?= ssd_mobilenet_v2_tiny

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -193,3 +194,87 @@ def test_legacy_keras_is_tf_keras():
     assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
     assert tf.keras.__name__.startswith("tf_keras")
     assert tfod.compat is compat
+
+
+def test_seq_example_util_boxes_from_numpy():
+    # dataset_tools/seq_example_util.py:152 compared `bbox != []`, which raises
+    # on numpy >= 1.25 when bbox is an array.
+    with pytest.raises(ValueError):
+        bool(np.zeros((1, 4)) != [])  # the upstream break
+    from object_detection.dataset_tools import seq_example_util
+
+    ymin, xmin, ymax, xmax = seq_example_util.boxes_to_box_components(
+        [np.array([[0.1, 0.2, 0.3, 0.4]]), np.zeros((0, 4)), []])
+    assert [list(v) for v in ymin] == [[np.float32(0.1)], [], []]
+    assert xmax[0].dtype == np.float32 and xmax[0][0] == np.float32(0.4)
+    assert "seq_example_empty_boxes" in compat.ACTIVE
+    example = seq_example_util.make_sequence_example(
+        "ds", "vid", [b"a", b"b"], 10, 20, "JPEG", image_source_ids=["0", "1"],
+        timestamps=[0, 1], bboxes=[np.array([[0.1, 0.2, 0.3, 0.4]]), np.zeros((0, 4))],
+        label_strings=[["cat"], []])
+    boxes = example.feature_lists.feature_list["region/bbox/ymin"].feature
+    assert [list(f.float_list.value) for f in boxes] == [[np.float32(0.1)], []]
+
+
+def test_deepmac_lab_without_tensorflow_io():
+    # deepmac_meta_arch.py:1795 calls tfio.experimental.color.rgb_to_lab; tensorflow_io
+    # has no build for TF 2.20, so the lazy stand-in alone raises ImportError there.
+    import importlib.util
+
+    assert importlib.util.find_spec("tensorflow_io") is None  # the upstream break
+    import tensorflow as tf
+    from object_detection.meta_architectures import deepmac_meta_arch
+
+    assert "deepmac_rgb_to_lab" in compat.ACTIVE
+    rgb = tf.constant([[[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
+                         [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]]])
+
+    class _Extractor:  # DeepMAC's extractors map [0, 255] RGB to the network range
+        @staticmethod
+        def preprocess_reverse(image):
+            return image * 255.0
+
+    model = types.SimpleNamespace(_feature_extractor=_Extractor())
+    lab = deepmac_meta_arch.DeepMACMetaArch._get_lab_image(model, rgb).numpy()
+    expected = [[53.24, 80.09, 67.20], [87.73, -86.18, 83.18], [32.30, 79.19, -107.86],
+                [100.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # CIE LAB, D65 / 2 degrees
+    np.testing.assert_allclose(lab[0, 0], expected, atol=0.02)
+
+
+def test_int64_features_accept_bools():
+    # protobuf 7: "Field tensorflow.Int64List.value: Expected an int, got a boolean".
+    import tensorflow as tf
+    from object_detection.utils import dataset_util
+
+    with pytest.raises(TypeError, match="got a boolean"):
+        tf.train.Int64List(value=[True])  # the upstream break
+    assert "int64_feature_bools" in compat.ACTIVE
+    feature = dataset_util.int64_list_feature([False, True, np.bool_(True), 7])
+    assert list(feature.int64_list.value) == [0, 1, 1, 7]
+    assert list(dataset_util.int64_feature(True).int64_list.value) == [1]
+
+
+def test_lvis_eval_numpy_float():
+    # lvis/eval.py:361 (LVISEval.accumulate, reached from metrics/lvis_tools.py:111)
+    # uses np.float, removed in numpy 2.
+    assert not hasattr(np, "float")  # the upstream break
+    from lvis import eval as lvis_eval
+    from object_detection.metrics import lvis_tools
+
+    assert lvis_eval.np.float is float
+    assert "lvis_numpy_float" in compat.ACTIVE
+    categories = [{"id": 1, "name": "cat", "frequency": "f"}]
+    groundtruth = {
+        "images": [{"id": 1, "height": 100, "width": 100, "neg_category_ids": [],
+                    "not_exhaustive_category_ids": []}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50],
+                         "area": 2500, "segmentation": [[10, 10, 60, 10, 60, 60, 10, 60]]}],
+        "categories": categories}
+    detections = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9}]
+    from lvis import results as lvis_results
+
+    truth = lvis_tools.LVISWrapper(groundtruth)
+    evaluator = lvis_tools.LVISEvalWrapper(truth, lvis_results.LVISResults(truth, detections),
+                                           iou_type="bbox")
+    metrics = evaluator.ComputeMetrics()
+    assert metrics["AP"] == pytest.approx(1.0)

@@ -469,3 +469,152 @@ _register(Shim("keras_resnet", ("object_detection.models.keras_models.resnet_v1"
 _register(Shim("tensorflow_io", ("object_detection.meta_architectures.deepmac_meta_arch",),
                "tensorflow_io imported at import time (deepmac_meta_arch.py:28)",
                before=_lazy_tensorflow_io))
+
+
+# --------------------------------------------------------------------------- #
+# Shims added with the OD API selftest (tools/odapi_selftest.py)
+# --------------------------------------------------------------------------- #
+def _ndarray_ne_empty_raises() -> bool:
+    import numpy as np
+
+    try:
+        bool(np.zeros((1, 4)) != [])
+    except ValueError:
+        return True
+    return False
+
+
+def _seq_example_boxes(module) -> bool:
+    """Break: seq_example_util.py:152 tests ``bbox != []`` on numpy arrays, which
+    raises ValueError on numpy >= 1.25 (elementwise compare with shape (0,))."""
+    original = getattr(module, "boxes_to_box_components", None)
+    if original is None or getattr(original, "_tfod_fixed", False) \
+            or not _ndarray_ne_empty_raises():
+        return False
+    np = module.np
+
+    def boxes_to_box_components(bboxes):
+        # Same as upstream, with an explicit emptiness test.
+        ymin_list, xmin_list, ymax_list, xmax_list = [], [], [], []
+        for bbox in bboxes:
+            if np.size(bbox) > 0:
+                bbox = np.array(bbox).astype(np.float32)
+                ymin, xmin, ymax, xmax = np.split(bbox, 4, axis=1)
+            else:
+                ymin, xmin, ymax, xmax = [], [], [], []
+            ymin_list.append(np.reshape(ymin, [-1]))
+            xmin_list.append(np.reshape(xmin, [-1]))
+            ymax_list.append(np.reshape(ymax, [-1]))
+            xmax_list.append(np.reshape(xmax, [-1]))
+        return ymin_list, xmin_list, ymax_list, xmax_list
+
+    boxes_to_box_components.__doc__ = original.__doc__
+    boxes_to_box_components._tfod_fixed = True
+    module.boxes_to_box_components = boxes_to_box_components
+    return True
+
+
+_register(Shim("seq_example_empty_boxes", ("object_detection.dataset_tools.seq_example_util",),
+               "`ndarray != []` raises on numpy >= 1.25 (dataset_tools/seq_example_util.py:152)",
+               after=_seq_example_boxes))
+
+
+def _rgb_to_lab(image, illuminant: str = "D65", observer: str = "2", name=None):
+    """sRGB in [0, 1] -> CIE LAB, the formula of ``tfio.experimental.color.rgb_to_lab``
+    (sRGB -> linear RGB -> XYZ with the sRGB/D65 matrix -> LAB, default D65 / 2 deg)."""
+    import tensorflow as tf
+
+    white = {("D65", "2"): (0.95047, 1.0, 1.08883), ("D65", "10"): (0.94809667673716, 1.0,
+                                                                      1.0730513595166162),
+             ("D50", "2"): (0.96422, 1.0, 0.82521)}
+    if (illuminant.upper(), str(observer)) not in white:
+        raise ValueError(f"rgb_to_lab: illuminant {illuminant!r} / observer {observer!r} is not "
+                         f"supported by tfod's stand-in; supported: {sorted(white)}")
+    with tf.name_scope(name or "rgb_to_lab"):
+        image = tf.convert_to_tensor(image)
+        linear = tf.where(image > 0.04045, tf.pow((image + 0.055) / 1.055, 2.4), image / 12.92)
+        matrix = tf.constant([[0.412453, 0.357580, 0.180423],
+                              [0.212671, 0.715160, 0.072169],
+                              [0.019334, 0.119193, 0.950227]], image.dtype)
+        xyz = tf.tensordot(linear, tf.transpose(matrix), axes=((-1,), (0,)))
+        xyz = xyz / tf.constant(white[(illuminant.upper(), str(observer))], image.dtype)
+        xyz = tf.where(xyz > 0.008856, tf.pow(xyz, 1.0 / 3.0), xyz * 7.787 + 16.0 / 116.0)
+        x, y, z = tf.unstack(xyz, axis=-1)
+        return tf.stack([116.0 * y - 16.0, 500.0 * (x - y), 200.0 * (y - z)], axis=-1)
+
+
+def _deepmac_lab(module) -> bool:
+    """Break: deepmac_meta_arch.py:1795 converts to LAB with tensorflow_io, which has
+    no build for TF 2.20; without it DeepMAC's colour-consistency loss cannot run.
+    Only ``DeepMACMetaArch._get_lab_image`` is replaced; ``module.tfio`` stays the
+    lazy stand-in, so anything else from tensorflow_io still says it is missing."""
+    cls = getattr(module, "DeepMACMetaArch", None)
+    if cls is None or not isinstance(getattr(module, "tfio", None), _MissingOptional) \
+            or getattr(cls._get_lab_image, "_tfod_fixed", False):
+        return False  # the real tensorflow_io is installed, or already patched
+
+    def _get_lab_image(self, preprocessed_image):
+        raw_image = self._feature_extractor.preprocess_reverse(preprocessed_image)
+        return _rgb_to_lab(raw_image / 255.0)
+
+    _get_lab_image._tfod_fixed = True
+    cls._get_lab_image = _get_lab_image
+    return True
+
+
+_register(Shim("deepmac_rgb_to_lab", ("object_detection.meta_architectures.deepmac_meta_arch",),
+               "tensorflow_io (not built for TF 2.20) used for rgb_to_lab "
+               "(meta_architectures/deepmac_meta_arch.py:28,1795)",
+               after=_deepmac_lab))
+
+
+def _protobuf_rejects_bool_for_int() -> bool:
+    from google.protobuf import descriptor_pb2
+
+    try:
+        descriptor_pb2.FieldDescriptorProto(number=True)
+    except TypeError:
+        return True
+    return False
+
+
+def _as_int(value):
+    import numpy as np
+
+    return int(value) if isinstance(value, (bool, np.bool_)) else value
+
+
+def _int64_features_accept_bools(module) -> bool:
+    """Break: protobuf 7 rejects ``bool`` for integer fields ("Expected an int, got a
+    boolean"); dataset_util.py:26,30 put caller values (e.g. COCO ``iscrowd``
+    read as JSON ``false`` in create_coco_tf_record.py:223,321) into Int64List."""
+    if getattr(module.int64_list_feature, "_tfod_fixed", False) \
+            or not _protobuf_rejects_bool_for_int():
+        return False
+    original_one, original_list = module.int64_feature, module.int64_list_feature
+
+    def int64_feature(value):
+        return original_one(_as_int(value))
+
+    def int64_list_feature(value):
+        return original_list([_as_int(v) for v in value])
+
+    for fixed, original in ((int64_feature, original_one), (int64_list_feature, original_list)):
+        fixed.__doc__ = original.__doc__
+        fixed._tfod_fixed = True
+    module.int64_feature, module.int64_list_feature = int64_feature, int64_list_feature
+    return True
+
+
+_register(Shim("int64_feature_bools", ("object_detection.utils.dataset_util",),
+               "protobuf 7 rejects bool for int64 fields (utils/dataset_util.py:26,30; "
+               "e.g. dataset_tools/create_coco_tf_record.py:223,321 with iscrowd=false)",
+               after=_int64_features_accept_bools))
+
+
+# LVIS metrics (metrics/lvis_tools.py:111 -> lvis.eval.LVISEval.accumulate).
+_register(Shim("lvis_numpy_float", ("lvis.eval",),
+               "numpy 2 removed np.float, used by the lvis package's eval.py:361,362 "
+               "(LVISEval.accumulate), which the OD API's LVIS metrics call "
+               "(metrics/lvis_tools.py:111); lvis.eval's np becomes a proxy",
+               after=_numpy_aliases))
