@@ -61,3 +61,34 @@ def test_unknown_strategy_and_multiworker_needs_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(TrainError, match="TF_CONFIG"):
         train_mod.make_strategy("multi-worker")
+
+
+def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
+    """SIGTERM (handled like Ctrl-C) in the middle of training: a checkpoint of the step reached."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "pipeline.config"
+    config.write_text(tiny_run["config"].read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+         str(tmp_path / "runs"), "--run", "sig", "--steps", "100000"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    deadline = time.time() + 600
+    for line in proc.stderr:  # wait until real training steps run
+        lines.append(line)
+        if "graph built" in line or time.time() > deadline:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(lines) + rest
+    run_dir = tmp_path / "runs" / "sig"
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert 0 < summary["step"] < 100000
+    assert train_mod.latest_step(run_dir) == summary["step"]

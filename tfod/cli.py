@@ -31,7 +31,7 @@ COMMANDS = {
     "doctor": ("check the installation: versions, devices, compat shims, a tiny model",
                "tfod doctor"),
     "demo": ("the whole path offline on a synthetic dataset",
-             "tfod demo --steps 1500"),
+             "tfod demo --steps 2000"),
     "tensorboard": ("TensorBoard over the runs folder, on 127.0.0.1",
                     "tfod tensorboard --logdir runs --port 6006"),
 }
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "demo")
     p.add_argument("--root", default=".", help="project folder: writes data/, runs/, exports/")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--train", type=int, default=300)
     p.add_argument("--val", type=int, default=60)
 

@@ -20,14 +20,14 @@ NAME = "demo"
 TEMPLATE = "ssd_mobilenet_v2_tiny"
 
 
-def demo(root: str | Path = ".", num_steps: int = 1500, num_train: int = 300,
+def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
          num_val: int = 60, seed: int = 0, batch_size: int = 8) -> dict:
     """Run every stage on a seeded synthetic dataset; print one summary line.
 
     Starts fresh each time: the previous demo's run and export folders are replaced.
 
     Example:
-        >>> result = demo(".", num_steps=1500)
+        >>> result = demo(".", num_steps=2000)
         >>> result["mAP@.5"] > 0.9
     """
     from tfod.data import prepare_dataset

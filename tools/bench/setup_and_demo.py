@@ -9,7 +9,7 @@ Peers:
   * accuracy: the demo's mAP against the mAP of the upstream-trained checkpoint, both
     measured by `tfod.evaluate` on the same val split.
 
-Usage: .venv/bin/python tools/bench/setup_and_demo.py [--skip-setup] [--steps 1500]
+Usage: .venv/bin/python tools/bench/setup_and_demo.py [--skip-setup] [--steps 2000]
 Prints a Markdown table for BENCHMARKS.md.
 """
 
@@ -89,7 +89,7 @@ def bench_demo(steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-setup", action="store_true")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
