@@ -43,7 +43,7 @@ def _resolve(run_or_config: str | Path, checkpoint: str | None) -> tuple[Path, s
                           fix="train first, or pass --checkpoint PATH/ckpt-N")
     if not Path(checkpoint + ".index").is_file():
         raise ExportError("checkpoint not found", where=checkpoint,
-                          fix="give the prefix, e.g. runs/demo/ckpt-600")
+                          fix="give the prefix, e.g. runs/demo/ckpt-3")
     return config, checkpoint
 
 
@@ -62,7 +62,7 @@ def export_saved_model(config: str | Path, checkpoint: str, out_dir: str | Path,
     """SavedModel with the OD API's ``exporter_lib_v2``; returns ``out_dir/saved_model``.
 
     Example:
-        >>> export_saved_model("runs/demo/pipeline.config", "runs/demo/ckpt-600", "exports/demo")
+        >>> export_saved_model("runs/demo/pipeline.config", "runs/demo/ckpt-3", "exports/demo")
     """
     from object_detection import exporter_lib_v2
     from tfod import pipeline
@@ -109,7 +109,7 @@ def export_tflite(config: str | Path, checkpoint: str, out_dir: str | Path,
     ``tflite.json``; its post-processing is the TFLite detection op.
 
     Example:
-        >>> export_tflite("runs/demo/pipeline.config", "runs/demo/ckpt-600", "exports/demo")
+        >>> export_tflite("runs/demo/pipeline.config", "runs/demo/ckpt-3", "exports/demo")
     """
     import tensorflow as tf
     from object_detection import export_tflite_graph_lib_tf2

@@ -8,8 +8,9 @@ upstream loop and:
 * picks ``num_steps_per_iteration`` as a divisor of the remaining steps, so the
   loop stops at exactly ``num_steps``;
 * records the model, optimizer and step variable the loop builds (through the
-  OD API's own builder hooks) and saves them as ``ckpt-<step>`` with the same
-  object graph as upstream checkpoints when the loop ends or is interrupted;
+  OD API's own builder hooks) and, when the loop ends or is interrupted, saves
+  them with the same object graph and numbering as upstream (``ckpt-N`` counts
+  saves; the step is stored inside, see :func:`latest_step`);
 * writes a run folder with the resolved config, label map, command line,
   package versions and data fingerprint.
 """
@@ -120,7 +121,7 @@ class _Captured:
         return int(self.global_step.numpy()) if self.global_step is not None else 0
 
     def save(self, model_dir: Path, strategy, max_to_keep: int) -> str | None:
-        """Save like the upstream loop does (same object graph), as ckpt-<step>."""
+        """Save like the upstream loop does: same object graph, next ckpt-N."""
         import tensorflow as tf
         from object_detection import model_lib_v2
 
@@ -130,7 +131,10 @@ class _Captured:
                                    optimizer=self.optimizer)
         directory = model_lib_v2.get_filepath(strategy, str(model_dir))
         manager = tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep)
-        path = manager.save(checkpoint_number=self.step())
+        # Upstream numbers checkpoints by save, not by step (ckpt-1 is its step-0 save);
+        # continue that numbering so no earlier checkpoint is overwritten.
+        taken = [int(p.rsplit("-", 1)[-1]) for p in manager.checkpoints]
+        path = manager.save(checkpoint_number=max(taken, default=0) + 1)
         model_lib_v2.clean_temporary_directories(strategy, directory)
         return path
 
@@ -236,8 +240,8 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
 
     Example:
         >>> result = train("runs/demo/pipeline.config", run="demo", num_steps=600)
-        >>> result["checkpoint"]
-        'runs/demo/ckpt-600'
+        >>> result["step"]
+        600
     """
     from tfod import pipeline
 
