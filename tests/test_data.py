@@ -112,7 +112,7 @@ def test_seeded_split_without_own_split(voc, tmp_path):
 
 
 def test_unknown_format_and_missing_folder(tmp_path):
-    with pytest.raises(DatasetError, match="use one of: voc"):
+    with pytest.raises(DatasetError, match="use one of: coco, csv, voc, yolo"):
         data.prepare_dataset(tmp_path, "x", fmt="pascal")
     with pytest.raises(DatasetError, match="not found"):
         data.read_voc(tmp_path / "nope")
@@ -150,3 +150,122 @@ def test_raccoon_greyscale_images_become_rgb(tmp_path):
     grey = [d for d in decoded if d["filename"].decode() in
             ("raccoon-150.jpg", "raccoon-152.jpg", "raccoon-161.jpg")]
     assert len(grey) == 3 and all(d["image"].shape[2] == 3 for d in grey)
+
+
+# --------------------------------------------------------------------------- #
+# COCO, CSV and YOLO readers: the synthetic VOC set written in each format must read
+# back to the same boxes.
+# --------------------------------------------------------------------------- #
+def _voc_boxes(voc):
+    return {r.image_path.name: [(b.name, b.xmin, b.ymin, b.xmax, b.ymax) for b in r.boxes]
+            for r in data.read_voc(voc)}
+
+
+def _same(records, expected, tol=1e-6):
+    got = {r.image_path.name: [(b.name, b.xmin, b.ymin, b.xmax, b.ymax) for b in r.boxes]
+           for r in records}
+    assert got.keys() == expected.keys()
+    for name, boxes in expected.items():
+        assert [b[0] for b in got[name]] == [b[0] for b in boxes]
+        np.testing.assert_allclose([b[1:] for b in got[name]], [b[1:] for b in boxes],
+                                   atol=tol)
+
+
+def test_coco_reader(voc, tmp_path):
+    expected = _voc_boxes(voc)
+    names = sorted({b[0] for boxes in expected.values() for b in boxes})
+    cats = [{"id": i, "name": n} for i, n in enumerate(names)]  # id 0, as Roboflow does
+    images, anns = [], []
+    for i, (fname, boxes) in enumerate(sorted(expected.items())):
+        images.append({"id": i, "file_name": fname, "width": 160, "height": 160})
+        for name, x0, y0, x1, y1 in boxes:
+            anns.append({"id": len(anns), "image_id": i, "category_id": names.index(name),
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
+    images.append({"id": 999, "file_name": "negative.jpg", "width": 160, "height": 160})
+    anns.append({"id": 9999, "image_id": 12345, "category_id": 0, "bbox": [1, 1, 2, 2]})
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    report = data.Report()
+    records = data.read_coco(path, report, image_dir=voc / "JPEGImages")
+    assert report.problems["unreadable annotation"] == 1  # the orphan annotation, counted
+    negative = [r for r in records if r.image_path.name == "negative.jpg"]
+    assert len(negative) == 1 and negative[0].boxes == []
+    _same([r for r in records if r.image_path.name != "negative.jpg"], expected)
+
+
+def test_csv_reader_with_column_mapping(voc, tmp_path):
+    expected = _voc_boxes(voc)
+    lines = ["file,w,h,label,x1,y1,x2,y2"]
+    for fname, boxes in sorted(expected.items()):
+        for name, x0, y0, x1, y1 in boxes:
+            lines.append(f"{fname},160,160,{name},{x0},{y0},{x1},{y1}")
+    lines.append("broken.jpg,160,160,circle,abc,1,2,3")
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(lines) + "\n")
+    mapping = {"filename": "file", "width": "w", "height": "h", "class": "label",
+               "xmin": "x1", "ymin": "y1", "xmax": "x2", "ymax": "y2"}
+    report = data.Report()
+    records = data.read_csv(path, report, image_dir=voc / "JPEGImages", columns=mapping)
+    assert report.problems["unreadable annotation"] == 1
+    assert any("labels.csv:" in line and "abc" in line for line in report.lines())
+    _same([r for r in records if r.boxes], expected)
+    with pytest.raises(DatasetError, match="missing column"):
+        data.read_csv(path)
+
+
+def test_yolo_reader(voc, tmp_path):
+    expected = _voc_boxes(voc)
+    names = sorted({b[0] for boxes in expected.values() for b in boxes})
+    root = tmp_path / "yolo"
+    (root / "labels").mkdir(parents=True)
+    shutil.copytree(voc / "JPEGImages", root / "images")
+    (root / "data.yaml").write_text("names:\n" + "".join(f"  - {n}\n" for n in names))
+    for fname, boxes in expected.items():
+        rows = [f"{names.index(n)} {(x0 + x1) / 320} {(y0 + y1) / 320} {(x1 - x0) / 160} "
+                f"{(y1 - y0) / 160}" for n, x0, y0, x1, y1 in boxes]
+        (root / "labels" / fname).with_suffix(".txt").write_text("\n".join(rows) + "\n")
+    (root / "labels" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    first = sorted(expected)[0]
+    with open((root / "labels" / first).with_suffix(".txt"), "a") as f:
+        f.write("7 0.5 0.5 0.1 0.1\n")  # class id out of range
+    report = data.Report()
+    records = data.read_yolo(root, report)
+    assert report.problems["label without image"] == 1
+    assert report.problems["unreadable annotation"] == 1
+    _same(records, expected, tol=1e-3)
+
+
+def test_prepare_from_coco_writes_is_crowd(voc, tmp_path):
+    expected = _voc_boxes(voc)
+    names = sorted({b[0] for boxes in expected.values() for b in boxes})
+    images, anns = [], []
+    for i, (fname, boxes) in enumerate(sorted(expected.items())):
+        images.append({"id": i, "file_name": fname, "width": 160, "height": 160})
+        for name, x0, y0, x1, y1 in boxes:
+            anns.append({"id": len(anns), "image_id": i, "category_id": names.index(name) + 1,
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(len(anns) == 0)})
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+        {"id": i + 1, "name": n} for i, n in enumerate(names)]}))
+    result = data.prepare_dataset(path, "c", fmt="coco", out_root=tmp_path / "d",
+                                  label_map_dir=tmp_path / "lm", image_dir=voc / "JPEGImages")
+    decoded = _decode_all(data.split_pattern(result["dir"], "train"),
+                          f"{result['dir']}/label_map.pbtxt")
+    decoded += _decode_all(data.split_pattern(result["dir"], "val"),
+                           f"{result['dir']}/label_map.pbtxt")
+    assert sum(int(d["groundtruth_is_crowd"].sum()) for d in decoded) == 1
+    assert sum(len(d["groundtruth_boxes"]) for d in decoded) == len(anns)
+
+
+@pytest.mark.skipif(not (SHARED_DATASETS / "raccoon").is_dir(), reason="shared datasets absent")
+def test_raccoon_csv_matches_its_voc(tmp_path):
+    root = SHARED_DATASETS / "raccoon"
+    from_csv = data.read_csv(root / "data" / "train_labels.csv", image_dir=root / "images")
+    from_voc = {r.image_path.name: r for r in data.read_voc(root / "annotations",
+                                                            image_dir=root / "images")}
+    assert len(from_csv) == 160
+    for record in from_csv:
+        voc = from_voc[record.image_path.name]
+        assert record.image_path.is_file()
+        assert sorted((b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes) == \
+            sorted((b.xmin, b.ymin, b.xmax, b.ymax) for b in voc.boxes)

@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
 
     p = _add(sub, "prepare")
-    p.add_argument("source", help="annotation folder")
-    p.add_argument("--format", default="voc", choices=["voc"], help="annotation format")
+    p.add_argument("source", help="annotation folder or file")
+    p.add_argument("--format", default="voc", choices=["voc", "coco", "csv", "yolo"],
+                   help="annotation format (COCO and CSV: pass the .json / .csv file)")
     p.add_argument("--name", required=True, help="dataset name: writes data/<name>/")
     p.add_argument("--images", help="image folder, if not next to the annotations")
     p.add_argument("--out-root", default="data")

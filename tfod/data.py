@@ -20,161 +20,15 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tfod.annotations import (  # noqa: F401  (re-exported: data.read_voc etc.)
+    CLIP_TOLERANCE, FORMATS, IMAGE_SUFFIXES, READERS, Box, Record, Report, read_coco,
+    read_csv, read_voc, read_yolo)
 from tfod.errors import DatasetError
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("voc",)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-#: boxes this far (pixels) outside the image are clipped; further out they are invalid.
-CLIP_TOLERANCE = 2.0
-
-
-@dataclass
-class Box:
-    """One object, in pixels (xmin, ymin inclusive corner; xmax, ymax exclusive)."""
-
-    name: str
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-    difficult: bool = False
-    truncated: bool = False
-    pose: str = "Unspecified"
-
-
-@dataclass
-class Record:
-    """One image and its boxes, as every reader produces it."""
-
-    image_path: Path
-    width: int
-    height: int
-    boxes: list[Box] = field(default_factory=list)
-    source: str = ""  # the annotation file, for error messages
-    split: str | None = None  # the dataset's own split, when it has one
-
-
-@dataclass
-class Report:
-    """What the checks found: counts per problem, and the examples that show it."""
-
-    problems: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, kind: str, message: str) -> None:
-        self.problems[kind] += 1
-        self.examples.setdefault(kind, [])
-        if len(self.examples[kind]) < 20:
-            self.examples[kind].append(message)
-
-    def lines(self) -> list[str]:
-        out = []
-        for kind, count in sorted(self.problems.items()):
-            out.append(f"{kind}: {count}")
-            out.extend(f"  {m}" for m in self.examples[kind][:5])
-        return out
-
-
-# --------------------------------------------------------------------------- #
-# Readers
-# --------------------------------------------------------------------------- #
-def _xml_text(node, path: str, where: str, cast=str, default=None):
-    child = node.find(path)
-    if child is None or child.text is None or not child.text.strip():
-        if default is not None:
-            return default
-        raise DatasetError(f"missing <{path}>", where=where,
-                           fix="add the field or remove the file from the dataset")
-    try:
-        return cast(child.text.strip())
-    except ValueError:
-        raise DatasetError(f"<{path}> is {child.text.strip()!r}, not a number", where=where,
-                           fix="correct the value") from None
-
-
-def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
-    from lxml import etree
-
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    where = str(xml_path)
-    try:
-        root = etree.parse(str(xml_path), parser).getroot()
-    except (etree.XMLSyntaxError, OSError) as exc:
-        raise DatasetError(f"cannot parse XML ({exc})", where=where,
-                           fix="repair or remove the file") from None
-    filename = _xml_text(root, "filename", where)
-    candidates = [d / filename for d in image_dirs]
-    candidates += [d / (xml_path.stem + s) for d in image_dirs for s in IMAGE_SUFFIXES]
-    image_path = next((c for c in candidates if c.is_file()), candidates[0])
-    width = _xml_text(root, "size/width", where, lambda v: int(float(v)), 0)
-    height = _xml_text(root, "size/height", where, lambda v: int(float(v)), 0)
-    boxes = []
-    for i, obj in enumerate(root.findall("object"), 1):
-        bwhere = f"{where} object {i}"
-        boxes.append(Box(
-            name=_xml_text(obj, "name", bwhere),
-            xmin=_xml_text(obj, "bndbox/xmin", bwhere, float),
-            ymin=_xml_text(obj, "bndbox/ymin", bwhere, float),
-            xmax=_xml_text(obj, "bndbox/xmax", bwhere, float),
-            ymax=_xml_text(obj, "bndbox/ymax", bwhere, float),
-            difficult=_xml_text(obj, "difficult", bwhere, lambda v: bool(int(v)), "0"),
-            truncated=_xml_text(obj, "truncated", bwhere, lambda v: bool(int(v)), "0"),
-            pose=_xml_text(obj, "pose", bwhere, str, "Unspecified"),
-        ))
-    return Record(image_path=image_path, width=width, height=height, boxes=boxes,
-                  source=where)
-
-
-def read_voc(root: str | Path, report: Report | None = None,
-             image_dir: str | Path | None = None) -> list[Record]:
-    """Read Pascal VOC XML: a VOCdevkit-style folder or a folder of XML files.
-
-    VOCdevkit layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/*.txt``)
-    keeps the dataset's own split; a plain folder looks for each image next to
-    its XML file.
-
-    Example:
-        >>> records = read_voc("data/raw/VOC2012")
-    """
-    root = Path(root)
-    report = report if report is not None else Report()
-    if not root.is_dir():
-        raise DatasetError("annotation folder not found", where=str(root),
-                           fix="pass the folder holding the VOC XML files")
-    ann_dir = root / "Annotations" if (root / "Annotations").is_dir() else root
-    image_dirs = [Path(image_dir)] if image_dir else []
-    image_dirs += [root / "JPEGImages", ann_dir, root, root / "images",
-                   root.parent / "images", root.parent / "JPEGImages"]
-    xml_files = sorted(ann_dir.rglob("*.xml"))
-    if not xml_files:
-        raise DatasetError("no .xml annotation files found", where=str(ann_dir),
-                           fix="check the path and --format")
-    splits: dict[str, str] = {}
-    sets_dir = root / "ImageSets" / "Main"
-    for split in ("train", "val", "test", "trainval"):
-        ids_file = sets_dir / f"{split}.txt"
-        if ids_file.is_file() and split != "trainval":
-            for line in ids_file.read_text().split():
-                splits[line.strip()] = split
-    records = []
-    for xml_path in xml_files:
-        try:
-            record = _parse_voc_xml(xml_path, [xml_path.parent, *image_dirs])
-        except DatasetError as exc:
-            report.add("unreadable annotation", str(exc))
-            continue
-        record.split = splits.get(xml_path.stem)
-        records.append(record)
-    return records
-
-
-READERS = {"voc": read_voc}
 
 
 # --------------------------------------------------------------------------- #
@@ -351,6 +205,7 @@ def record_to_example(record: Record, class_ids: dict[str, int]):
         "image/object/difficult": du.int64_list_feature([int(b.difficult) for b in boxes]),
         "image/object/truncated": du.int64_list_feature([int(b.truncated) for b in boxes]),
         "image/object/view": du.bytes_list_feature([b.pose.encode() for b in boxes]),
+        "image/object/is_crowd": du.int64_list_feature([int(b.crowd) for b in boxes]),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 

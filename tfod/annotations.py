@@ -1,0 +1,392 @@
+"""Annotation readers: every format becomes the same :class:`Record` objects.
+
+Each reader takes the annotation source, a :class:`Report` to count problems in
+and an optional image folder, and returns records with boxes in pixels and
+class names. Nothing is dropped silently: a file or line that cannot be read is
+counted in the report with its location, and the reader goes on.
+
+Formats: Pascal VOC XML, COCO JSON (instances), CSV
+(``filename,width,height,class,xmin,ymin,xmax,ymax``) and YOLO txt.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tfod.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("voc", "coco", "csv", "yolo")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: boxes this far (pixels) outside the image are clipped; further out they are invalid.
+CLIP_TOLERANCE = 2.0
+
+
+@dataclass
+class Box:
+    """One object, in pixels (xmin, ymin inclusive corner; xmax, ymax exclusive)."""
+
+    name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: bool = False
+    truncated: bool = False
+    pose: str = "Unspecified"
+    crowd: bool = False  # COCO iscrowd
+
+
+@dataclass
+class Record:
+    """One image and its boxes, as every reader produces it."""
+
+    image_path: Path
+    width: int
+    height: int
+    boxes: list[Box] = field(default_factory=list)
+    source: str = ""  # the annotation file, for error messages
+    split: str | None = None  # the dataset's own split, when it has one
+
+
+@dataclass
+class Report:
+    """What the checks found: counts per problem, and the examples that show it."""
+
+    problems: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, message: str) -> None:
+        self.problems[kind] += 1
+        self.examples.setdefault(kind, [])
+        if len(self.examples[kind]) < 20:
+            self.examples[kind].append(message)
+
+    def lines(self) -> list[str]:
+        out = []
+        for kind, count in sorted(self.problems.items()):
+            out.append(f"{kind}: {count}")
+            out.extend(f"  {m}" for m in self.examples[kind][:5])
+        return out
+
+
+# --------------------------------------------------------------------------- #
+# Readers
+# --------------------------------------------------------------------------- #
+def _xml_text(node, path: str, where: str, cast=str, default=None):
+    child = node.find(path)
+    if child is None or child.text is None or not child.text.strip():
+        if default is not None:
+            return default
+        raise DatasetError(f"missing <{path}>", where=where,
+                           fix="add the field or remove the file from the dataset")
+    try:
+        return cast(child.text.strip())
+    except ValueError:
+        raise DatasetError(f"<{path}> is {child.text.strip()!r}, not a number", where=where,
+                           fix="correct the value") from None
+
+
+def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    where = str(xml_path)
+    try:
+        root = etree.parse(str(xml_path), parser).getroot()
+    except (etree.XMLSyntaxError, OSError) as exc:
+        raise DatasetError(f"cannot parse XML ({exc})", where=where,
+                           fix="repair or remove the file") from None
+    filename = _xml_text(root, "filename", where)
+    candidates = [d / filename for d in image_dirs]
+    candidates += [d / (xml_path.stem + s) for d in image_dirs for s in IMAGE_SUFFIXES]
+    image_path = next((c for c in candidates if c.is_file()), candidates[0])
+    width = _xml_text(root, "size/width", where, lambda v: int(float(v)), 0)
+    height = _xml_text(root, "size/height", where, lambda v: int(float(v)), 0)
+    boxes = []
+    for i, obj in enumerate(root.findall("object"), 1):
+        bwhere = f"{where} object {i}"
+        boxes.append(Box(
+            name=_xml_text(obj, "name", bwhere),
+            xmin=_xml_text(obj, "bndbox/xmin", bwhere, float),
+            ymin=_xml_text(obj, "bndbox/ymin", bwhere, float),
+            xmax=_xml_text(obj, "bndbox/xmax", bwhere, float),
+            ymax=_xml_text(obj, "bndbox/ymax", bwhere, float),
+            difficult=_xml_text(obj, "difficult", bwhere, lambda v: bool(int(v)), "0"),
+            truncated=_xml_text(obj, "truncated", bwhere, lambda v: bool(int(v)), "0"),
+            pose=_xml_text(obj, "pose", bwhere, str, "Unspecified"),
+        ))
+    return Record(image_path=image_path, width=width, height=height, boxes=boxes,
+                  source=where)
+
+
+def read_voc(root: str | Path, report: Report | None = None,
+             image_dir: str | Path | None = None) -> list[Record]:
+    """Read Pascal VOC XML: a VOCdevkit-style folder or a folder of XML files.
+
+    VOCdevkit layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/*.txt``)
+    keeps the dataset's own split; a plain folder looks for each image next to
+    its XML file.
+
+    Example:
+        >>> records = read_voc("data/raw/VOC2012")
+    """
+    root = Path(root)
+    report = report if report is not None else Report()
+    if not root.is_dir():
+        raise DatasetError("annotation folder not found", where=str(root),
+                           fix="pass the folder holding the VOC XML files")
+    ann_dir = root / "Annotations" if (root / "Annotations").is_dir() else root
+    image_dirs = [Path(image_dir)] if image_dir else []
+    image_dirs += [root / "JPEGImages", ann_dir, root, root / "images",
+                   root.parent / "images", root.parent / "JPEGImages"]
+    xml_files = sorted(ann_dir.rglob("*.xml"))
+    if not xml_files:
+        raise DatasetError("no .xml annotation files found", where=str(ann_dir),
+                           fix="check the path and --format")
+    splits: dict[str, str] = {}
+    sets_dir = root / "ImageSets" / "Main"
+    for split in ("train", "val", "test", "trainval"):
+        ids_file = sets_dir / f"{split}.txt"
+        if ids_file.is_file() and split != "trainval":
+            for line in ids_file.read_text().split():
+                splits[line.strip()] = split
+    records = []
+    for xml_path in xml_files:
+        try:
+            record = _parse_voc_xml(xml_path, [xml_path.parent, *image_dirs])
+        except DatasetError as exc:
+            report.add("unreadable annotation", str(exc))
+            continue
+        record.split = splits.get(xml_path.stem)
+        records.append(record)
+    return records
+
+
+
+
+
+
+def _find_image(name: str, dirs: Sequence[Path]) -> Path:
+    candidates = [d / name for d in dirs] + [d / Path(name).name for d in dirs]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def _number(value: str, where: str, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{what} is {value!r}, not a number", where=where,
+                           fix="correct the value") from None
+
+
+def read_coco(path: str | Path, report: Report | None = None,
+              image_dir: str | Path | None = None) -> list[Record]:
+    """Read a COCO instances JSON file.
+
+    Categories become class names (their ids do not matter: a category with id
+    0, as in many Roboflow exports, cannot collide with the OD API's background).
+    Images without annotations are kept as negatives; ``iscrowd`` is kept.
+
+    Example:
+        >>> records = read_coco("annotations/instances_train.json", image_dir="train2017")
+    """
+    path = Path(path)
+    report = report if report is not None else Report()
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        if len(found) != 1:
+            raise DatasetError(f"{len(found)} JSON files in the folder", where=str(path),
+                               fix="pass the COCO annotation file itself")
+        path = found[0]
+    where = str(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"cannot read COCO JSON ({exc})", where=where,
+                           fix="check that this is a COCO instances file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise DatasetError("no 'images' list", where=where,
+                           fix="pass a COCO instances file (images, annotations, categories)")
+    names = {}
+    for cat in doc.get("categories", []):
+        if isinstance(cat, dict) and "id" in cat and "name" in cat:
+            names[cat["id"]] = str(cat["name"])
+    dirs = [Path(image_dir)] if image_dir else []
+    dirs += [path.parent, path.parent / "images", path.parent.parent / "images",
+             path.parent.parent]
+    records: dict = {}
+    for i, img in enumerate(doc["images"]):
+        try:
+            records[img["id"]] = Record(
+                image_path=_find_image(str(img["file_name"]), dirs),
+                width=int(img.get("width") or 0), height=int(img.get("height") or 0),
+                source=f"{where} images[{i}]")
+        except (KeyError, TypeError, ValueError) as exc:
+            report.add("unreadable annotation", f"{where} images[{i}]: {exc!r}")
+    for i, ann in enumerate(doc.get("annotations", [])):
+        at = f"{where} annotations[{i}]"
+        try:
+            record = records[ann["image_id"]]
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            name = names[ann["category_id"]]
+        except KeyError as exc:
+            report.add("unreadable annotation", f"{at}: unknown or missing {exc}")
+            continue
+        except (TypeError, ValueError) as exc:
+            report.add("unreadable annotation", f"{at}: bad bbox ({exc})")
+            continue
+        record.boxes.append(Box(name, x, y, x + w, y + h, crowd=bool(ann.get("iscrowd", 0))))
+    return list(records.values())
+
+
+CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+
+
+def read_csv(path: str | Path, report: Report | None = None,
+             image_dir: str | Path | None = None,
+             columns: dict[str, str] | None = None) -> list[Record]:
+    """Read the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` CSV.
+
+    ``columns`` maps those names to the file's own headers when they differ,
+    e.g. ``{"class": "label"}``. One row per box; a row without a class is an
+    image without boxes (a negative).
+
+    Example:
+        >>> records = read_csv("data/train_labels.csv", image_dir="images")
+    """
+    path = Path(path)
+    report = report if report is not None else Report()
+    mapping = {c: c for c in CSV_COLUMNS} | dict(columns or {})
+    try:
+        handle = path.open(newline="")
+    except OSError as exc:
+        raise DatasetError(f"cannot open CSV ({exc.strerror})", where=str(path),
+                           fix="check the path") from None
+    dirs = [Path(image_dir)] if image_dir else []
+    dirs += [path.parent, path.parent / "images", path.parent.parent / "images"]
+    records: dict[str, Record] = {}
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("filename", "class", "xmin", "ymin", "xmax", "ymax")
+                   if mapping[c] not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"missing column(s) {', '.join(mapping[c] for c in missing)}; "
+                               f"the header is {reader.fieldnames}", where=str(path),
+                               fix="rename the columns or map them (--columns class=label)")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            try:
+                name = row[mapping["filename"]]
+                record = records.get(name)
+                if record is None:
+                    size = [row.get(mapping["width"]), row.get(mapping["height"])]
+                    w, h = (int(_number(v, where, c)) if v else 0
+                            for v, c in zip(size, ("width", "height")))
+                    record = records[name] = Record(_find_image(name, dirs), w, h,
+                                                    source=f"{path} ({name})")
+                cls = (row[mapping["class"]] or "").strip()
+                if cls:
+                    record.boxes.append(Box(cls, *(_number(row[mapping[k]], where, k)
+                                                   for k in ("xmin", "ymin", "xmax", "ymax"))))
+            except DatasetError as exc:
+                report.add("unreadable annotation", str(exc))
+    return list(records.values())
+
+
+def _yolo_classes(root: Path) -> list[str]:
+    import yaml
+
+    for name in ("data.yaml", "dataset.yaml"):
+        path = root / name
+        if path.is_file():
+            try:
+                doc = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise DatasetError(f"cannot parse YAML ({exc})", where=str(path),
+                                   fix="repair the file") from None
+            names = doc.get("names") if isinstance(doc, dict) else None
+            if isinstance(names, dict):
+                return [str(names[k]) for k in sorted(names)]
+            if isinstance(names, list):
+                return [str(n) for n in names]
+            raise DatasetError("no 'names' list", where=str(path),
+                               fix="add names: [class0, class1, ...]")
+    path = root / "classes.txt"
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    raise DatasetError("no class names found (data.yaml or classes.txt)", where=str(root),
+                       fix="add a classes.txt with one class name per line")
+
+
+def read_yolo(root: str | Path, report: Report | None = None,
+              image_dir: str | Path | None = None) -> list[Record]:
+    """Read YOLO txt labels (``class cx cy w h``, normalised) with names from
+    ``data.yaml`` or ``classes.txt``.
+
+    Images are looked up in ``images/`` (or ``image_dir``) and labels in
+    ``labels/`` with the same relative path, or next to each other. Images
+    without a label file are negatives; label files without an image are reported.
+
+    Example:
+        >>> records = read_yolo("datasets/cells")
+    """
+    from PIL import Image
+
+    root = Path(root)
+    report = report if report is not None else Report()
+    if not root.is_dir():
+        raise DatasetError("dataset folder not found", where=str(root),
+                           fix="pass the folder holding images/ and labels/")
+    classes = _yolo_classes(root)
+    images_dir = Path(image_dir) if image_dir else (
+        root / "images" if (root / "images").is_dir() else root)
+    labels_dir = root / "labels" if (root / "labels").is_dir() else images_dir
+    images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    by_stem = {p.relative_to(images_dir).with_suffix(""): p for p in images}
+    records = []
+    for rel, image in by_stem.items():
+        label = labels_dir / rel.with_suffix(".txt")
+        record = Record(image, 0, 0, source=str(label if label.is_file() else image))
+        records.append(record)
+        if not label.is_file():
+            continue
+        try:
+            with Image.open(image) as img:
+                width, height = img.size
+        except Exception:  # the checks report unreadable images
+            continue
+        for n, line in enumerate(label.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            where = f"{label}:{n}"
+            try:
+                if len(parts) != 5:
+                    raise DatasetError(f"{len(parts)} values, expected 5 (class cx cy w h)",
+                                       where=where, fix="fix the line")
+                cls = int(_number(parts[0], where, "class"))
+                if not 0 <= cls < len(classes):
+                    raise DatasetError(f"class {cls} is not in 0..{len(classes) - 1}",
+                                       where=where, fix="add the class name or fix the id")
+                cx, cy, w, h = (_number(v, where, "coordinate") for v in parts[1:])
+            except DatasetError as exc:
+                report.add("unreadable annotation", str(exc))
+                continue
+            record.boxes.append(Box(classes[cls], (cx - w / 2) * width, (cy - h / 2) * height,
+                                    (cx + w / 2) * width, (cy + h / 2) * height))
+    for label in sorted(labels_dir.rglob("*.txt")):
+        rel = label.relative_to(labels_dir).with_suffix("")
+        if rel not in by_stem and label.name != "classes.txt":
+            report.add("label without image", f"{label}: no image {rel}.*")
+    return records
+
+
+READERS = {"voc": read_voc, "coco": read_coco, "csv": read_csv, "yolo": read_yolo}
