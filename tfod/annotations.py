@@ -105,9 +105,8 @@ def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
         raise DatasetError(f"cannot parse XML ({exc})", where=where,
                            fix="repair or remove the file") from None
     filename = _xml_text(root, "filename", where)
-    candidates = [d / filename for d in image_dirs]
-    candidates += [d / (xml_path.stem + s) for d in image_dirs for s in IMAGE_SUFFIXES]
-    image_path = next((c for c in candidates if c.is_file()), candidates[0])
+    image_path = _find_image([filename] + [xml_path.stem + s for s in IMAGE_SUFFIXES],
+                             image_dirs)
     width = _xml_text(root, "size/width", where, lambda v: int(float(v)), 0)
     height = _xml_text(root, "size/height", where, lambda v: int(float(v)), 0)
     boxes = []
@@ -174,8 +173,13 @@ def read_voc(root: str | Path, report: Report | None = None,
 
 
 
-def _find_image(name: str, dirs: Sequence[Path]) -> Path:
-    candidates = [d / name for d in dirs] + [d / Path(name).name for d in dirs]
+def _find_image(names: str | Sequence[str], dirs: Sequence[Path]) -> Path:
+    """The first existing ``dir/name`` (names in order, then dirs; a name with
+    folders is also tried by its base name); the first candidate if none exists,
+    so the checks report it as missing."""
+    names = [names] if isinstance(names, str) else names
+    candidates = [d / n for n in names for d in dirs]
+    candidates += [d / Path(n).name for n in names for d in dirs if Path(n).name != n]
     return next((c for c in candidates if c.is_file()), candidates[0])
 
 

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if isinstance(result, SystemExit):
         return int(result.code)
-    if isinstance(result, dict) and args.command not in ("demo",):
+    if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -246,8 +246,13 @@ class ModuleProxy(types.ModuleType):
         return getattr(self.__dict__["_wrapped"], name)
 
 
-def _proxy_global(module: types.ModuleType, global_name: str, **extra) -> bool:
-    """Replace ``module.<global_name>`` by a proxy adding only the missing names."""
+def _proxy_global(module: types.ModuleType, global_name: str,
+                  replace: tuple[str, ...] = (), **extra) -> bool:
+    """Replace ``module.<global_name>`` by a proxy adding only the missing names.
+
+    Names in ``replace`` exist but changed behaviour (numpy 2.4: binary
+    ``fromstring`` raises); the proxy overrides them too.
+    """
     target = getattr(module, global_name, None)
     if target is None:
         return False
@@ -260,16 +265,12 @@ def _proxy_global(module: types.ModuleType, global_name: str, **extra) -> bool:
         except (AttributeError, ValueError):
             missing[key] = value
         else:
-            if key in _ALWAYS_REPLACE:
+            if key in replace:
                 missing[key] = value
     if not missing:
         return False
     setattr(module, global_name, ModuleProxy(target, **missing))
     return True
-
-
-# Names that exist but changed behaviour (numpy 2.4: binary fromstring raises).
-_ALWAYS_REPLACE: set[str] = set()
 
 
 # --------------------------------------------------------------------------- #
@@ -389,12 +390,8 @@ def _binary_fromstring_removed() -> bool:
 
 def _numpy_aliases(module) -> bool:
     """Break: numpy 2 removed np.float/np.int/np.NAN/np.string_; 2.4 binary fromstring."""
-    if _binary_fromstring_removed():
-        _ALWAYS_REPLACE.add("fromstring")
-    try:
-        return _proxy_global(module, "np", **_numpy_extras())
-    finally:
-        _ALWAYS_REPLACE.discard("fromstring")
+    replace = ("fromstring",) if _binary_fromstring_removed() else ()
+    return _proxy_global(module, "np", replace=replace, **_numpy_extras())
 
 
 def _resnet_builder(module) -> bool:

@@ -86,7 +86,7 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
         print(f"export:      {path}")
     print(f"predictions: {predictions['out_dir']} ({predictions['detections']} detections "
           f"on {predictions['images']} val images)")
-    print(f"stages:      " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    print("stages:      " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     print(f"demo: mAP={summary['mAP']:.3f} mAP@.5={summary['mAP@.5']:.3f} "
           f"time={seconds:.0f}s exports={export_dir}")
     return summary

@@ -32,20 +32,6 @@ COCO_KEYS = [
 ]
 
 
-def _resolve(run_or_config: str | Path) -> tuple[Path, Path]:
-    path = Path(run_or_config)
-    if path.is_dir():
-        config = path / "pipeline.config"
-        if not config.is_file():
-            raise TrainError("no pipeline.config in the run folder", where=str(path),
-                             fix="pass a run folder made by `tfod train`, or a config file")
-        return config, path
-    if path.is_file():
-        return path, path.parent
-    raise TrainError("run folder or config not found", where=str(path),
-                     fix="pass runs/<name> or a pipeline.config")
-
-
 def metrics_table(metrics: dict) -> str:
     """The COCO AP/AR summary as a text table."""
     rows = [f"{'metric':<22}{'value':>8}"]
@@ -71,7 +57,7 @@ def evaluate(run_or_config: str | Path, checkpoint: str | None = None,
     """
     from tfod import pipeline
 
-    config_path, run_dir = _resolve(run_or_config)
+    config_path, run_dir = pipeline.resolve_run(run_or_config, TrainError)
     pipeline.check_pipeline(config_path)
     import tensorflow as tf
     from object_detection import inputs, model_lib_v2

@@ -31,12 +31,9 @@ TFLITE_ARCHS = ("ssd", "center_net")
 
 def _resolve(run_or_config: str | Path, checkpoint: str | None) -> tuple[Path, str]:
     import tensorflow as tf
+    from tfod import pipeline
 
-    path = Path(run_or_config)
-    config = path / "pipeline.config" if path.is_dir() else path
-    if not config.is_file():
-        raise ExportError("no pipeline.config", where=str(path),
-                          fix="pass a run folder made by `tfod train` or a pipeline.config")
+    config, _ = pipeline.resolve_run(run_or_config, ExportError)
     checkpoint = checkpoint or tf.train.latest_checkpoint(str(config.parent))
     if not checkpoint:
         raise ExportError("no checkpoint found", where=str(config.parent),

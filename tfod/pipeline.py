@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from tfod.errors import ConfigError
+from tfod.errors import ConfigError, TfodError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,22 @@ def resolve_template(name_or_path: str | Path) -> Path:
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ConfigError(f"unknown template {str(name_or_path)!r}", where=str(PIPELINES_DIR),
                       fix=f"{hint}available: {', '.join(names)}")
+
+
+def resolve_run(run_or_config: str | Path,
+                error: type[TfodError] = ConfigError) -> tuple[Path, Path]:
+    """(pipeline.config, run folder) of a run folder or a config file path."""
+    path = Path(run_or_config)
+    if path.is_dir():
+        config = path / "pipeline.config"
+        if not config.is_file():
+            raise error("no pipeline.config in the run folder", where=str(path),
+                        fix="pass a run folder made by `tfod train`, or a config file")
+        return config, path
+    if path.is_file():
+        return path, path.parent
+    raise error("run folder or config not found", where=str(path),
+                fix="pass runs/<name> or a pipeline.config")
 
 
 def load_configs(path: str | Path) -> dict:

@@ -162,18 +162,16 @@ class _Progress(threading.Thread):
         self.done = threading.Event()
 
     def run(self):
-        try:
-            from tqdm import tqdm
-        except ImportError:  # pragma: no cover
-            tqdm = None
+        from tqdm import tqdm
+
         bar = tqdm(total=self.total, initial=self.start_step, unit="step",
                    desc="train", dynamic_ncols=True, mininterval=1.0,
-                   disable=not sys.stderr.isatty()) if tqdm else None
+                   disable=not sys.stderr.isatty())
         last_log = time.time()
         t0, first = None, self.start_step  # the rate counts from the first step seen
         while not self.done.wait(1.0):
             step = self.captured.step()
-            if bar is not None and step > bar.n:
+            if step > bar.n:
                 bar.update(step - bar.n)
             if t0 is None and step > self.start_step:
                 t0, first = time.time(), step
@@ -184,9 +182,8 @@ class _Progress(threading.Thread):
                 log.info("train: step %d/%d  %.2f steps/s  ETA %.0fs", step, self.total,
                          rate, eta)
                 last_log = time.time()
-        if bar is not None:
-            bar.update(max(0, self.captured.step() - bar.n))
-            bar.close()
+        bar.update(max(0, self.captured.step() - bar.n))
+        bar.close()
 
 
 def _write_run_files(run_dir: Path, config_path: Path, argv: list[str] | None) -> None:
