@@ -86,7 +86,7 @@ def test_bad_boxes_and_images_are_dropped_and_counted(voc, tmp_path):
     report = data.Report()
     records = data.check_records(data.read_voc(broken, report), report)
     assert report.problems["box outside image"] == 1
-    assert report.problems["empty or inverted box"] == 1
+    assert report.problems["inverted box"] == 1
     assert report.problems["missing image"] == 1
     assert report.problems["unreadable annotation"] == 1
     assert report.problems["unreadable image"] == 1
@@ -141,8 +141,18 @@ def test_raccoon_greyscale_images_become_rgb(tmp_path):
     result = data.prepare_dataset(root / "annotations", "raccoon", out_root=tmp_path / "data",
                                   label_map_dir=tmp_path / "lm", image_dir=root / "images")
     splits = result["manifest"]["splits"]
-    assert sum(s["images"] for s in splits.values()) == 200
-    assert sum(sum(s["boxes"].values()) for s in splits.values()) == 217
+    # the dataset holds 4 images twice under two names (raccoon-116 = raccoon-11, ...),
+    # annotated slightly differently: the second copy is dropped and reported
+    assert result["manifest"]["problems"] == {"duplicate image": 4}
+    dropped = {line.split(":")[0].rsplit("/", 1)[-1]
+               for line in result["report"]["examples"]["duplicate image"]}
+    assert dropped == {"raccoon-116.jpg", "raccoon-74.jpg", "raccoon-83.jpg", "raccoon-98.jpg"}
+    voc = {r.image_path.name: r for r in data.read_voc(root / "annotations",
+                                                       image_dir=root / "images")}
+    assert sum(s["images"] for s in splits.values()) == 196
+    assert sum(sum(s["boxes"].values()) for s in splits.values()) == \
+        217 - sum(len(voc[n].boxes) for n in dropped)
+    assert result["manifest"]["notes"]["greyscale JPEG (passed through; decoded as RGB)"] == 3
     decoded = _decode_all(data.split_pattern(result["dir"], "train"),
                           f"{result['dir']}/label_map.pbtxt")
     decoded += _decode_all(data.split_pattern(result["dir"], "val"),
@@ -269,3 +279,231 @@ def test_raccoon_csv_matches_its_voc(tmp_path):
         assert record.image_path.is_file()
         assert sorted((b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes) == \
             sorted((b.xmin, b.ymin, b.xmax, b.ymax) for b in voc.boxes)
+
+
+# --------------------------------------------------------------------------- #
+# Own splits from file and folder names; stratified splits; label maps
+# --------------------------------------------------------------------------- #
+def test_split_names():
+    from tfod.annotations import split_from_name
+
+    assert [split_from_name(n) for n in ("train_labels", "instances_val2017", "valid",
+                                         "Test", "raccoon_labels")] == \
+        ["train", "val", "val", "test", None]
+
+
+def test_coco_and_csv_folders_keep_their_split(voc, tmp_path):
+    expected = _voc_boxes(voc)
+    names = sorted(expected)
+    coco = tmp_path / "coco"
+    for split, part in (("train", names[:10]), ("valid", names[10:])):
+        (coco / split).mkdir(parents=True)
+        images = [{"id": i, "file_name": f, "width": 160, "height": 160}
+                  for i, f in enumerate(part)]
+        (coco / split / "_annotations.coco.json").write_text(json.dumps(
+            {"images": images, "annotations": [], "categories": []}))
+    records = data.read_coco(coco, image_dir=voc / "JPEGImages")
+    assert sorted((r.split, r.image_path.name) for r in records) == sorted(
+        [("train", n) for n in names[:10]] + [("val", n) for n in names[10:]])
+
+    csvs = tmp_path / "csv"
+    csvs.mkdir()
+    for split, part in (("train", names[:10]), ("test", names[10:])):
+        rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
+        rows += [f"{f},160,160,,,,," for f in part]
+        (csvs / f"{split}_labels.csv").write_text("\n".join(rows) + "\n")
+    splits = data.split_records(data.read_csv(csvs, image_dir=voc / "JPEGImages"),
+                                {"train": 0.5, "val": 0.5})
+    assert {s: len(r) for s, r in splits.items()} == {"train": 10, "test": 8}
+    (csvs / "all_labels.csv").write_text("filename,class,xmin,ymin,xmax,ymax\n")
+    report = data.Report()
+    assert len(data.read_csv(csvs, report, image_dir=voc / "JPEGImages")) == 18
+    assert report.notes == {"CSV file without a split in its name, not read: all_labels.csv": 1}
+    (csvs / "train_labels.csv").rename(csvs / "more_test.csv")
+    with pytest.raises(DatasetError, match="name them by split"):
+        data.read_csv(csvs)
+
+
+def _records(counts: dict[str, int], negatives: int = 0):
+    out = []
+    for name, n in counts.items():
+        for i in range(n):
+            out.append(data.Record(data.Path(f"/x/{name}-{i}.jpg"), 100, 100,
+                                   [data.Box(name, 1, 1, 9, 9), data.Box("common", 1, 1, 9, 9)]))
+    out += [data.Record(data.Path(f"/x/neg-{i}.jpg"), 100, 100) for i in range(negatives)]
+    return out
+
+
+def test_stratified_split_puts_every_class_in_every_split():
+    records = _records({"common": 60, "rare": 3, "few": 7}, negatives=10)
+    ratios = {"train": 0.8, "val": 0.1, "test": 0.1}
+    splits = data.split_records(records, ratios, seed=0)
+    for split, rs in splits.items():
+        assert {"common", "rare", "few"} <= {b.name for r in rs for b in r.boxes}, split
+    sizes = {s: len(rs) for s, rs in splits.items()}
+    assert sum(sizes.values()) == 80
+    assert all(abs(sizes[s] - 80 * r) <= 1 for s, r in ratios.items()), sizes
+    again = data.split_records(list(reversed(_records({"common": 60, "rare": 3, "few": 7},
+                                                      negatives=10))), ratios, seed=0)
+    assert {s: sorted(str(r.image_path) for r in rs) for s, rs in splits.items()} == \
+        {s: sorted(str(r.image_path) for r in rs) for s, rs in again.items()}
+    other = data.split_records(_records({"common": 60, "rare": 3, "few": 7}, 10), ratios, 1)
+    assert sorted(str(r.image_path) for r in other["val"]) != \
+        sorted(str(r.image_path) for r in splits["val"])
+    plain = data.split_records(_records({"common": 60, "rare": 3}), ratios, seed=0,
+                               stratify=False)
+    assert sum(len(v) for v in plain.values()) == 63
+    with pytest.raises(DatasetError, match="--split"):
+        data.split_records(_records({"a": 2}), {"train": -1, "val": 0.5})
+
+
+def test_existing_label_map_is_enforced(voc, tmp_path):
+    label_map = tmp_path / "given.pbtxt"
+    label_map.write_text("item { id: 1 name: 'triangle' } item { id: 2 name: 'circle' }")
+    result = data.prepare_dataset(voc, "lm", out_root=tmp_path / "data",
+                                  label_map_dir=tmp_path / "lms", label_map=label_map)
+    assert result["manifest"]["classes"] == ["triangle", "circle"]
+    assert result["manifest"]["problems"]["class not in the label map"] > 0
+    assert data.read_label_map(tmp_path / "lms" / "lm.pbtxt") == ["triangle", "circle"]
+    decoded = _decode_all(data.split_pattern(result["dir"], "train"), label_map)
+    records = {r.image_path.name: r for r in data.read_voc(voc)}
+    for example in decoded:
+        want = [b.name for b in records[example["filename"].decode()].boxes
+                if b.name != "square"]
+        assert [["triangle", "circle"][c - 1] for c in example["groundtruth_classes"]] == want
+
+
+def test_declared_class_order_is_kept_and_unused_classes_noted(voc, tmp_path):
+    root = tmp_path / "yolo"
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "images" / "train").mkdir(parents=True)
+    src = sorted((voc / "JPEGImages").glob("*.jpg"))[:3]
+    for img in src:
+        shutil.copy(img, root / "images" / "train" / img.name)
+        (root / "labels" / "train" / f"{img.stem}.txt").write_text("1 0.5 0.5 0.2 0.2\n"
+                                                                   "0 0.3 0.3 0.1 0.1\n")
+    (root / "classes.txt").write_text("zebra\nant\nunused\n")
+    result = data.prepare_dataset(root, "y", fmt="yolo", out_root=tmp_path / "d",
+                                  label_map_dir=tmp_path / "l", plots=False)
+    assert result["manifest"]["classes"] == ["zebra", "ant"]
+    assert list(result["manifest"]["splits"]) == ["train"]  # images/train/ is the own split
+    assert any("unused" in k for k in result["manifest"]["notes"])
+
+
+# --------------------------------------------------------------------------- #
+# Shards, workers, statistics
+# --------------------------------------------------------------------------- #
+def test_shards_from_target_size_and_workers_do_not_change_bytes(voc, tmp_path):
+    import tensorflow as tf
+
+    records = data.check_records(data.read_voc(voc), data.Report())
+    ids = {"circle": 1, "square": 2, "triangle": 3}
+    size_mb = sum(r.image_path.stat().st_size for r in records) / 2**20
+    assert data.num_shards_for(records, size_mb / 3) == 3
+    one = data.write_tfrecords(records, tmp_path / "one", "train", ids, 3, workers=1)
+    two = data.write_tfrecords(records, tmp_path / "two", "train", ids, 3, workers=2)
+    assert [p.name for p in one] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
+    assert sum(1 for p in one for _ in tf.data.TFRecordDataset(str(p))) == len(records)
+    assert not list((tmp_path / "one").glob(".*"))  # no temporary files left
+
+
+def test_prepare_writes_stats_and_plots(voc, tmp_path):
+    result = data.prepare_dataset(voc, "s", out_root=tmp_path / "data",
+                                  label_map_dir=tmp_path / "lm")
+    out = tmp_path / "data" / "s"
+    stats = json.loads((out / "stats.json").read_text())
+    records = data.read_voc(voc)
+    assert stats["splits"]["train"]["images"] == 12
+    assert sum(s["boxes"] for s in stats["splits"].values()) == \
+        sum(len(r.boxes) for r in records)
+    for name in ("class_histogram", "box_sizes", "aspect_ratios"):
+        with data_image(out / "stats" / f"{name}.png") as img:
+            assert img.format == "PNG" and img.width > 200
+    assert result["stats"] == stats
+
+
+def data_image(path):
+    from PIL import Image
+
+    return Image.open(path)
+
+
+# --------------------------------------------------------------------------- #
+# Parity with reference writers
+# --------------------------------------------------------------------------- #
+@pytest.mark.skipif(not (SHARED_DATASETS / "raccoon").is_dir(), reason="shared datasets absent")
+def test_raccoon_test_record_parity(tmp_path):
+    """tfod's TFRecord of data/test_labels.csv equals the dataset's own test.record."""
+    root = SHARED_DATASETS / "raccoon"
+    report = data.Report()
+    records = data.check_records(data.read_csv(root / "data" / "test_labels.csv", report,
+                                               image_dir=root / "images"), report)
+    assert len(records) == 40 and not report.problems
+    data.write_tfrecords(records, tmp_path, "test", {"raccoon": 1})
+    label_map = root / "training" / "object-detection.pbtxt"
+    ours = {d["filename"]: d for d in _decode_all(str(tmp_path / "test-*"), label_map)}
+    theirs = {d["filename"]: d for d in _decode_all(str(root / "data" / "test.record"),
+                                                    label_map)}
+    assert ours.keys() == theirs.keys() and len(ours) == 40
+    for name, want in theirs.items():
+        got = ours[name]
+        np.testing.assert_array_equal(got["image"], want["image"])
+        np.testing.assert_allclose(got["groundtruth_boxes"], want["groundtruth_boxes"],
+                                   atol=1e-6)
+        np.testing.assert_array_equal(got["groundtruth_classes"], want["groundtruth_classes"])
+        assert got["source_id"] == want["source_id"]
+
+
+def _voc_devkit(voc, root):
+    """The synthetic VOC set laid out as VOCdevkit/VOC2012, as the OD API's converter wants."""
+    year = root / "VOC2012"
+    shutil.copytree(voc / "JPEGImages", year / "JPEGImages")
+    (year / "Annotations").mkdir(parents=True)
+    for xml in (voc / "Annotations").glob("*.xml"):
+        text = xml.read_text().replace("<folder>JPEGImages</folder>", "<folder>VOC2012</folder>")
+        (year / "Annotations" / xml.name).write_text(text)
+    (year / "ImageSets" / "Main").mkdir(parents=True)
+    for split in ("train", "val"):
+        ids = (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+        (year / "ImageSets" / "Main" / f"aeroplane_{split}.txt").write_text(
+            "".join(f"{i}  1\n" for i in ids))
+    return year
+
+
+def test_parity_with_create_pascal_tf_record(voc, tmp_path):
+    """Decoded examples equal those of the OD API's own create_pascal_tf_record."""
+    import tensorflow as tf
+    from lxml import etree
+    from object_detection.dataset_tools import create_pascal_tf_record as peer
+    from object_detection.utils import dataset_util, label_map_util
+
+    year = _voc_devkit(voc, tmp_path / "VOCdevkit")
+    data.write_label_map(["circle", "square", "triangle"], tmp_path / "lm.pbtxt")
+    label_map_dict = label_map_util.get_label_map_dict(str(tmp_path / "lm.pbtxt"))
+    peer_path = tmp_path / "peer.record"
+    with tf.io.TFRecordWriter(str(peer_path)) as writer:
+        for xml in sorted((year / "Annotations").glob("*.xml")):
+            tree = dataset_util.recursive_parse_xml_to_dict(etree.fromstring(xml.read_bytes()))
+            writer.write(peer.dict_to_tf_example(tree["annotation"], str(year.parent),
+                                                 label_map_dict).SerializeToString())
+    result = data.prepare_dataset(year, "pascal", out_root=tmp_path / "data",
+                                  label_map_dir=tmp_path / "lms", plots=False)
+    ours = _decode_all(data.split_pattern(result["dir"], "train"), tmp_path / "lm.pbtxt")
+    ours += _decode_all(data.split_pattern(result["dir"], "val"), tmp_path / "lm.pbtxt")
+    theirs = {d["filename"]: d for d in _decode_all(str(peer_path), tmp_path / "lm.pbtxt")}
+    assert len(ours) == len(theirs) == 18
+    for got in ours:
+        want = theirs[got["filename"]]
+        assert got.keys() == want.keys()
+        for key in want:
+            if key == "groundtruth_is_crowd":  # the peer omits it (decoded as none crowd)
+                assert want[key].size == 0 and not got[key].any()
+                continue
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    raw = {tf.train.Example.FromString(r.numpy()).features.feature["image/filename"]
+           .bytes_list.value[0]: set(tf.train.Example.FromString(r.numpy()).features.feature)
+           for r in tf.data.TFRecordDataset(str(peer_path))}
+    ours_keys = set(tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(
+        tf.io.gfile.glob(data.split_pattern(result["dir"], "train"))))).numpy()).features.feature)
+    assert ours_keys - next(iter(raw.values())) == {"image/object/is_crowd"}

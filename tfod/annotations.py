@@ -54,6 +54,7 @@ class Record:
     boxes: list[Box] = field(default_factory=list)
     source: str = ""  # the annotation file, for error messages
     split: str | None = None  # the dataset's own split, when it has one
+    image: object = None  # checks.ImageInfo, set by checks.check_records
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Report:
 
     problems: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    #: things handled, not problems (greyscale converted, EXIF rotation applied, ...)
+    notes: Counter = field(default_factory=Counter)
+    #: class names in the order the source declares them (YOLO names, COCO categories)
+    classes: list[str] | None = None
 
     def add(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -69,12 +74,34 @@ class Report:
         if len(self.examples[kind]) < 20:
             self.examples[kind].append(message)
 
-    def lines(self) -> list[str]:
+    def note(self, kind: str) -> None:
+        self.notes[kind] += 1
+
+    def lines(self, examples: int = 5) -> list[str]:
         out = []
         for kind, count in sorted(self.problems.items()):
             out.append(f"{kind}: {count}")
-            out.extend(f"  {m}" for m in self.examples[kind][:5])
+            out.extend(f"  {m}" for m in self.examples[kind][:examples])
         return out
+
+    def as_dict(self) -> dict:
+        return {"problems": dict(self.problems), "examples": self.examples,
+                "notes": dict(self.notes)}
+
+
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "test": "test", "testing": "test"}
+
+
+def split_from_name(name: str) -> str | None:
+    """The split a file or folder name stands for (``train_labels.csv`` -> train,
+    ``valid`` -> val, ``instances_val2017.json`` -> val), or None."""
+    import re
+
+    for word in re.split(r"[^a-z]+", name.lower()):
+        if word in SPLIT_NAMES:
+            return SPLIT_NAMES[word]
+    return None
 
 
 # --------------------------------------------------------------------------- #
@@ -191,13 +218,36 @@ def _number(value: str, where: str, what: str) -> float:
                            fix="correct the value") from None
 
 
+def _split_files(found: Sequence[Path], where: Path, what: str,
+                 report: Report) -> dict[Path, str | None]:
+    """Map each annotation file to the split its name (or its folder's) stands for.
+
+    Files whose names give no split are left out (and noted) when others do:
+    a ``raccoon_labels.csv`` next to ``train_labels.csv`` and ``test_labels.csv``
+    is their union."""
+    if len(found) == 1:
+        return {found[0]: None}
+    splits = {f: split_from_name(f.stem) or split_from_name(f.parent.name) for f in found}
+    named = {f: s for f, s in splits.items() if s}
+    if not named or len(set(named.values())) != len(named):
+        raise DatasetError(f"{len(found)} {what} files and their splits are not clear from "
+                           f"their names: {', '.join(str(f) for f in found)}", where=str(where),
+                           fix="pass one file, or name them by split (train/val/test)")
+    for file in sorted(set(found) - set(named)):
+        log.warning("%s: no split in its name; not read (the files named by split are)", file)
+        report.note(f"{what} file without a split in its name, not read: {file.name}")
+    return named
+
+
 def read_coco(path: str | Path, report: Report | None = None,
               image_dir: str | Path | None = None) -> list[Record]:
-    """Read a COCO instances JSON file.
+    """Read COCO instances JSON: one file, or a folder of files named by split.
 
     Categories become class names (their ids do not matter: a category with id
     0, as in many Roboflow exports, cannot collide with the OD API's background).
-    Images without annotations are kept as negatives; ``iscrowd`` is kept.
+    Images without annotations are kept as negatives; ``iscrowd`` is kept. A
+    folder holding ``train.json``/``val.json`` (or Roboflow's
+    ``train/_annotations.coco.json``, ``valid/...``) keeps that split.
 
     Example:
         >>> records = read_coco("annotations/instances_train.json", image_dir="train2017")
@@ -205,11 +255,23 @@ def read_coco(path: str | Path, report: Report | None = None,
     path = Path(path)
     report = report if report is not None else Report()
     if path.is_dir():
-        found = sorted(path.glob("*.json"))
-        if len(found) != 1:
-            raise DatasetError(f"{len(found)} JSON files in the folder", where=str(path),
+        found = sorted(path.glob("*.json")) or sorted(path.glob("*/*.json"))
+        if not found:
+            raise DatasetError("no .json files in the folder", where=str(path),
                                fix="pass the COCO annotation file itself")
-        path = found[0]
+    elif path.is_file():
+        found = [path]
+    else:
+        raise DatasetError("COCO file not found", where=str(path), fix="check the path")
+    records: list[Record] = []
+    for file, split in _split_files(found, path, "JSON", report).items():
+        for record in _read_coco_file(file, report, image_dir):
+            record.split = split
+            records.append(record)
+    return records
+
+
+def _read_coco_file(path: Path, report: Report, image_dir) -> list[Record]:
     where = str(path)
     try:
         doc = json.loads(path.read_text())
@@ -223,6 +285,11 @@ def read_coco(path: str | Path, report: Report | None = None,
     for cat in doc.get("categories", []):
         if isinstance(cat, dict) and "id" in cat and "name" in cat:
             names[cat["id"]] = str(cat["name"])
+    try:
+        declared = [names[k] for k in sorted(names)]  # by category id
+    except TypeError:  # ids of mixed types: keep the file's order
+        declared = list(names.values())
+    report.classes = list(dict.fromkeys((report.classes or []) + declared))
     dirs = [Path(image_dir)] if image_dir else []
     dirs += [path.parent, path.parent / "images", path.parent.parent / "images",
              path.parent.parent]
@@ -259,6 +326,8 @@ def read_csv(path: str | Path, report: Report | None = None,
              columns: dict[str, str] | None = None) -> list[Record]:
     """Read the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` CSV.
 
+    ``path`` is one file, or a folder of files named by split
+    (``train_labels.csv``, ``test_labels.csv``), whose split is kept.
     ``columns`` maps those names to the file's own headers when they differ,
     e.g. ``{"class": "label"}``. One row per box; a row without a class is an
     image without boxes (a negative).
@@ -268,6 +337,22 @@ def read_csv(path: str | Path, report: Report | None = None,
     """
     path = Path(path)
     report = report if report is not None else Report()
+    if path.is_dir():
+        found = sorted(path.glob("*.csv"))
+        if not found:
+            raise DatasetError("no .csv files in the folder", where=str(path),
+                               fix="pass the CSV file itself")
+    else:
+        found = [path]
+    records: list[Record] = []
+    for file, split in _split_files(found, path, "CSV", report).items():
+        for record in _read_csv_file(file, report, image_dir, columns):
+            record.split = split
+            records.append(record)
+    return records
+
+
+def _read_csv_file(path: Path, report: Report, image_dir, columns) -> list[Record]:
     mapping = {c: c for c in CSV_COLUMNS} | dict(columns or {})
     try:
         handle = path.open(newline="")
@@ -350,6 +435,7 @@ def read_yolo(root: str | Path, report: Report | None = None,
         raise DatasetError("dataset folder not found", where=str(root),
                            fix="pass the folder holding images/ and labels/")
     classes = _yolo_classes(root)
+    report.classes = classes
     images_dir = Path(image_dir) if image_dir else (
         root / "images" if (root / "images").is_dir() else root)
     labels_dir = root / "labels" if (root / "labels").is_dir() else images_dir
@@ -358,13 +444,17 @@ def read_yolo(root: str | Path, report: Report | None = None,
     records = []
     for rel, image in by_stem.items():
         label = labels_dir / rel.with_suffix(".txt")
-        record = Record(image, 0, 0, source=str(label if label.is_file() else image))
+        record = Record(image, 0, 0, source=str(label if label.is_file() else image),
+                        split=split_from_name(rel.parts[0]) if len(rel.parts) > 1 else None)
         records.append(record)
         if not label.is_file():
             continue
         try:
             with Image.open(image) as img:
                 width, height = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # YOLO tools label
+                    width, height = height, width  # the picture as EXIF turns it
+            record.width, record.height = width, height
         except Exception:  # the checks report unreadable images
             continue
         for n, line in enumerate(label.read_text().splitlines(), 1):

@@ -56,6 +56,16 @@ def _ratios(text: str) -> dict[str, float]:
     return out
 
 
+def _column_map(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"bad mapping {part!r}: use name=column pairs")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _sets(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items or []:
@@ -95,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ratios when the dataset has no own split, e.g. train=0.8,val=0.2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="fail on any problem")
+    p.add_argument("--check-only", action="store_true",
+                   help="read and check, print the report and statistics, write nothing "
+                        "(exit 1 when problems are found)")
+    p.add_argument("--label-map", help="use this label map (its classes and ids); boxes of "
+                                       "other classes are problems")
+    p.add_argument("--classes", type=lambda t: [c.strip() for c in t.split(",") if c.strip()],
+                   help="comma-separated class names, in id order (instead of --label-map)")
+    p.add_argument("--columns", type=_column_map,
+                   help="CSV column mapping, e.g. class=label,filename=image")
+    p.add_argument("--shard-size-mb", type=float, default=100.0,
+                   help="target TFRecord shard size (default 100)")
+    p.add_argument("--workers", type=int, help="worker processes (default: all CPUs for "
+                                               "200+ images)")
+    p.add_argument("--no-stratify", action="store_true", help="plain seeded shuffle split")
+    p.add_argument("--no-plots", action="store_true", help="skip the statistics PNGs")
 
     p = _add(sub, "config")
     p.add_argument("template", help="template name in pipelines/ or a pipeline.config")
@@ -180,10 +205,18 @@ def run(args: argparse.Namespace) -> object:
     if cmd == "prepare":
         from tfod.data import prepare_dataset
 
-        return prepare_dataset(args.source, name=args.name, fmt=args.format,
-                               out_root=args.out_root, label_map_dir=args.label_maps,
-                               split=args.split, seed=args.seed, strict=args.strict,
-                               image_dir=args.images)["manifest"]
+        if args.columns and args.format != "csv":
+            raise SystemExit("tfod prepare: error: --columns applies to --format csv only")
+        result = prepare_dataset(
+            args.source, name=args.name, fmt=args.format, out_root=args.out_root,
+            label_map_dir=args.label_maps, split=args.split, seed=args.seed,
+            strict=args.strict, image_dir=args.images, label_map=args.label_map,
+            classes=args.classes, check_only=args.check_only, workers=args.workers,
+            shard_size_mb=args.shard_size_mb, stratify=not args.no_stratify,
+            plots=not args.no_plots, progress=True, columns=args.columns)
+        if args.check_only:
+            return None if result["ok"] else SystemExit(1)
+        return result["manifest"]
     if cmd == "config":
         from tfod import pipeline
 

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -26,101 +27,71 @@ from typing import Iterable, Sequence
 from tfod.annotations import (  # noqa: F401  (re-exported: data.read_voc etc.)
     CLIP_TOLERANCE, FORMATS, IMAGE_SUFFIXES, READERS, Box, Record, Report, read_coco,
     read_csv, read_voc, read_yolo)
+from tfod.checks import check_records, default_workers, inspect_image, map_images  # noqa: F401
 from tfod.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- #
-# Checks
-# --------------------------------------------------------------------------- #
-def _image_info(path: Path) -> tuple[int, int, str]:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        fmt = (img.format or "").lower()
-        img = ImageOps.exif_transpose(img)
-        img.load()  # decodes: catches truncated and corrupt files
-        return img.width, img.height, fmt
-
-
-def check_records(records: Iterable[Record], report: Report,
-                  classes: Sequence[str] | None = None) -> list[Record]:
-    """Drop unusable images and invalid boxes, counting each in ``report``.
-
-    Boxes up to :data:`CLIP_TOLERANCE` pixels outside the image are clipped.
-
-    Example:
-        >>> report = Report(); good = check_records(read_voc("voc"), report)
-    """
-    good = []
-    for record in records:
-        if not record.image_path.is_file():
-            report.add("missing image", f"{record.source}: {record.image_path} not found")
-            continue
-        try:
-            width, height, _ = _image_info(record.image_path)
-        except Exception as exc:  # PIL raises many types for broken files
-            report.add("unreadable image", f"{record.image_path}: {exc}")
-            continue
-        if (record.width, record.height) not in ((0, 0), (width, height)):
-            report.add("size mismatch (annotation fixed to real size)",
-                       f"{record.source}: annotation says {record.width}x{record.height}, "
-                       f"image is {width}x{height}")
-        record.width, record.height = width, height
-        kept = []
-        for i, box in enumerate(record.boxes, 1):
-            where = f"{record.source}: box {i} ({box.name})"
-            if classes is not None and box.name not in classes:
-                report.add("unknown class", f"{where}: not in the label map")
-                continue
-            if box.xmax <= box.xmin or box.ymax <= box.ymin:
-                report.add("empty or inverted box", f"{where}: {box.xmin},{box.ymin},"
-                           f"{box.xmax},{box.ymax}")
-                continue
-            t = CLIP_TOLERANCE
-            if box.xmin < -t or box.ymin < -t or box.xmax > width + t or box.ymax > height + t:
-                report.add("box outside image", f"{where}: {box.xmin},{box.ymin},{box.xmax},"
-                           f"{box.ymax} vs image {width}x{height}")
-                continue
-            box.xmin, box.ymin = max(box.xmin, 0.0), max(box.ymin, 0.0)
-            box.xmax, box.ymax = min(box.xmax, float(width)), min(box.ymax, float(height))
-            kept.append(box)
-        record.boxes = kept
-        good.append(record)
-    return good
-
-
-# --------------------------------------------------------------------------- #
 # Split, label map
 # --------------------------------------------------------------------------- #
+def _rarest_class(record: Record, frequency: Counter) -> str:
+    names = {b.name for b in record.boxes}
+    return min(names, key=lambda n: (frequency[n], n)) if names else ""
+
+
 def split_records(records: list[Record], ratios: dict[str, float], seed: int = 0,
-                  keep_own_split: bool = True) -> dict[str, list[Record]]:
+                  keep_own_split: bool = True, stratify: bool = True
+                  ) -> dict[str, list[Record]]:
     """Assign records to splits: the dataset's own, or seeded by ratios.
+
+    Stratified: images are grouped by the rarest class they contain and each
+    group, rarest first, is dealt out by the ratios (to the split furthest behind
+    its share, in the group and overall), so every class reaches every split
+    when it has at least as many images as there are splits. Images without
+    boxes form a group of their own. The result depends only on the records and
+    the seed.
 
     Example:
         >>> splits = split_records(records, {"train": 0.8, "val": 0.2}, seed=1)
     """
     if keep_own_split and records and all(r.split for r in records):
         out: dict[str, list[Record]] = {}
-        for record in records:
+        for record in sorted(records, key=lambda r: str(r.image_path)):
             out.setdefault(record.split, []).append(record)
         return out
-    total = sum(ratios.values())
-    if total <= 0:
-        raise DatasetError("split ratios sum to 0", where="--split",
-                           fix="give ratios like train=0.8,val=0.2")
-    shuffled = sorted(records, key=lambda r: str(r.image_path))
-    random.Random(seed).shuffle(shuffled)
-    out, start = {}, 0
-    names = list(ratios)
-    for i, name in enumerate(names):
-        end = len(shuffled) if i == len(names) - 1 else start + round(
-            len(shuffled) * ratios[name] / total)
-        out[name] = shuffled[start:end]
-        for record in out[name]:
+    bad = [f"{k}={v}" for k, v in ratios.items() if not v >= 0]
+    total = sum(v for v in ratios.values() if v >= 0)
+    if bad or total <= 0:
+        raise DatasetError(f"bad split ratios {', '.join(bad) or ratios}", where="--split",
+                           fix="give non-negative ratios like train=0.8,val=0.2")
+    share = {k: v / total for k, v in ratios.items() if v > 0}
+    frequency = Counter(b for r in records for b in {x.name for x in r.boxes})
+    groups: dict[str, list[Record]] = {}
+    for record in sorted(records, key=lambda r: str(r.image_path)):
+        key = _rarest_class(record, frequency) if stratify else ""
+        groups.setdefault(key, []).append(record)
+    rng = random.Random(seed)
+    out = {name: [] for name in ratios}
+    overall: Counter = Counter()
+    for key in sorted(groups, key=lambda g: (len(groups[g]), g)):  # rarest first
+        group = groups[key]
+        rng.shuffle(group)
+        assigned: Counter = Counter()
+        for k, record in enumerate(group):
+            empty = [s for s in share if not assigned[s]]
+            if len(group) >= len(share) and len(group) - k <= len(empty):
+                name = empty[0]  # the last images of the group reach the empty splits
+            else:  # the split most behind its share, in this group and overall
+                done = sum(overall.values())
+                name = max(share, key=lambda s: (
+                    round(share[s] * (k + 1) - assigned[s] + share[s] * (done + 1)
+                          - overall[s], 9), share[s]))
+            assigned[name] += 1
+            overall[name] += 1
             record.split = name
-        start = end
+            out[name].append(record)
     return out
 
 
@@ -165,28 +136,35 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- #
 # TFRecords
 # --------------------------------------------------------------------------- #
-def _encoded_image(path: Path) -> tuple[bytes, str, int, int]:
-    """JPEG bytes passed through unchanged; other formats and EXIF-rotated
-    images re-encoded once, so the model sees what the annotator saw."""
+def _encoded_image(record: Record) -> tuple[bytes, int, int]:
+    """JPEG bytes passed through unchanged (RGB or greyscale, not rotated); other
+    formats, CMYK/RGBA and EXIF-rotated images encoded once as RGB JPEG, so the
+    model sees what the annotator saw."""
     from PIL import Image, ImageOps
 
-    raw = path.read_bytes()
+    info = record.image if record.image is not None else inspect_image(record.image_path)
+    if isinstance(info, str):
+        raise DatasetError(f"unreadable image ({info})", where=str(record.image_path),
+                           fix="run the checks (prepare_dataset) before writing")
+    raw = record.image_path.read_bytes()
+    if info.passthrough:
+        return raw, info.width, info.height
     with Image.open(io.BytesIO(raw)) as img:
-        rotated = img.getexif().get(0x0112, 1) not in (1, None)
-        if img.format == "JPEG" and img.mode == "RGB" and not rotated:
-            return raw, "jpeg", img.width, img.height
-        img = ImageOps.exif_transpose(img).convert("RGB")
+        if info.rotate:
+            img = ImageOps.exif_transpose(img)
+        img = img.convert("RGB")
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=95)
-        return buf.getvalue(), "jpeg", img.width, img.height
+        return buf.getvalue(), img.width, img.height
 
 
 def record_to_example(record: Record, class_ids: dict[str, int]):
-    """A ``tf.train.Example`` with the keys ``create_pascal_tf_record`` writes."""
+    """A ``tf.train.Example`` with the keys ``create_pascal_tf_record`` writes
+    (plus ``image/object/is_crowd``)."""
     import tensorflow as tf
     from object_detection.utils import dataset_util as du
 
-    encoded, fmt, width, height = _encoded_image(record.image_path)
+    encoded, width, height = _encoded_image(record)
     boxes = record.boxes
     feature = {
         "image/height": du.int64_feature(height),
@@ -195,7 +173,7 @@ def record_to_example(record: Record, class_ids: dict[str, int]):
         "image/source_id": du.bytes_feature(record.image_path.name.encode()),
         "image/key/sha256": du.bytes_feature(hashlib.sha256(encoded).hexdigest().encode()),
         "image/encoded": du.bytes_feature(encoded),
-        "image/format": du.bytes_feature(fmt.encode()),
+        "image/format": du.bytes_feature(b"jpeg"),
         "image/object/bbox/xmin": du.float_list_feature([b.xmin / width for b in boxes]),
         "image/object/bbox/xmax": du.float_list_feature([b.xmax / width for b in boxes]),
         "image/object/bbox/ymin": du.float_list_feature([b.ymin / height for b in boxes]),
@@ -210,72 +188,154 @@ def record_to_example(record: Record, class_ids: dict[str, int]):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+_CLASS_IDS: dict[str, int] = {}  # set before the writer pool forks
+
+
+def _serialize(record: Record) -> bytes:
+    return record_to_example(record, _CLASS_IDS).SerializeToString()
+
+
+def num_shards_for(records: Sequence[Record], shard_size_mb: float) -> int:
+    """Shards for a split so that each holds about ``shard_size_mb`` of image bytes."""
+    size = sum(r.image_path.stat().st_size for r in records)
+    return max(1, min(len(records), math.ceil(size / (shard_size_mb * 2**20))))
+
+
 def write_tfrecords(records: Sequence[Record], out_dir: str | Path, split: str,
-                    class_ids: dict[str, int], num_shards: int = 1) -> list[Path]:
-    """Write ``<split>-0000i-of-0000N.tfrecord`` shards; each is written under a
-    temporary name and renamed when complete.
+                    class_ids: dict[str, int], num_shards: int = 1,
+                    workers: int | None = None, progress: bool = False) -> list[Path]:
+    """Write ``<split>-0000i-of-0000N.tfrecord`` shards.
+
+    Examples are built in ``workers`` processes and written here in record
+    order (image ``i`` goes to shard ``i % N``), so the output does not depend
+    on the number of workers. Each shard is written under a temporary name and
+    renamed when complete.
 
     Example:
         >>> write_tfrecords(records, "data/pets", "train", {"cat": 1}, num_shards=2)
     """
     import tensorflow as tf
 
+    global _CLASS_IDS
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = max(1, min(num_shards, len(records) or 1))
-    paths = []
-    for shard in range(num_shards):
-        final = out_dir / f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
-        tmp = final.with_name(f".{final.name}.partial")
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for record in records[shard::num_shards]:
-                writer.write(record_to_example(record, class_ids).SerializeToString())
+    finals = [out_dir / f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord"
+              for i in range(num_shards)]
+    tmps = [f.with_name(f".{f.name}.partial") for f in finals]
+    writers = [tf.io.TFRecordWriter(str(t)) for t in tmps]
+    _CLASS_IDS = dict(class_ids)
+    workers = default_workers(len(records)) if workers is None else workers
+    examples = map_images(_serialize, list(records), workers, chunksize=8)
+    if progress:
+        from tqdm import tqdm
+
+        examples = tqdm(examples, total=len(records), desc=f"write {split}", unit="img",
+                        leave=False)
+    try:
+        for i, example in enumerate(examples):
+            writers[i % num_shards].write(example)
+    finally:
+        for writer in writers:
+            writer.close()
+    for tmp, final in zip(tmps, finals):
         os.replace(tmp, final)
-        paths.append(final)
-    return paths
+    return finals
 
 
 def _fingerprint(records: Sequence[Record]) -> str:
+    """sha256 over every image's bytes (hashed once by the checks) and its boxes."""
     digest = hashlib.sha256()
     for record in sorted(records, key=lambda r: str(r.image_path)):
-        digest.update(record.image_path.read_bytes())
+        digest.update((record.image.sha256 if record.image else "").encode())
         for b in record.boxes:
             digest.update(f"{b.name},{b.xmin},{b.ymin},{b.xmax},{b.ymax}".encode())
     return digest.hexdigest()
+
+
+def _import_tensorflow() -> None:
+    import tensorflow  # noqa: F401
+    from object_detection.utils import dataset_util  # noqa: F401
+
+
+def _choose_classes(records: Sequence[Record], report: Report, classes) -> list[str]:
+    """The label map's classes, in id order: given (label map / list), else as the
+    source declares them (YOLO names, COCO categories by id), else sorted by name.
+    Declared classes without any box are left out and noted."""
+    if classes:
+        return list(classes)
+    seen = {b.name for r in records for b in r.boxes}
+    declared = [c for c in (report.classes or []) if c in seen]
+    for name in (report.classes or []):
+        if name not in seen:
+            report.note(f"declared class without boxes left out of the label map: {name}")
+    return declared + sorted(seen - set(declared))
 
 
 def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                     out_root: str | Path = "data", label_map_dir: str | Path = "label_maps",
                     split: dict[str, float] | None = None, seed: int = 0,
                     classes: Sequence[str] | None = None, strict: bool = False,
-                    shard_size_mb: float = 100.0, image_dir: str | Path | None = None) -> dict:
-    """Annotations -> checked, split, sharded TFRecords + label map + manifest.
+                    shard_size_mb: float = 100.0, image_dir: str | Path | None = None,
+                    label_map: str | Path | None = None, check_only: bool = False,
+                    workers: int | None = None, stratify: bool = True,
+                    plots: bool = True, progress: bool = False,
+                    columns: dict[str, str] | None = None) -> dict:
+    """Annotations -> checked, split, sharded TFRecords + label map + manifest + stats.
 
-    Writes into a temporary folder and renames it to ``<out_root>/<name>`` at the
-    end, so an interrupted run leaves no folder that looks complete.
+    Every problem is counted and reported; invalid boxes and unusable images
+    are dropped (``strict=True``: nothing is written if there is any problem).
+    ``label_map`` (an existing .pbtxt) fixes the classes and their ids; boxes of
+    other classes are problems. ``check_only`` reads and checks, and writes
+    nothing. ``columns`` maps CSV columns (see :func:`read_csv`). Output goes to a temporary folder renamed to ``<out_root>/<name>``
+    at the end, so an interrupted run leaves no folder that looks complete.
 
     Example:
         >>> prepare_dataset("data/raw/voc", name="shapes", fmt="voc")
     """
+    import threading
+
+    from tfod.stats import dataset_stats, plot_stats, stats_table
+
     start = time.time()
     if fmt not in READERS:
         raise DatasetError(f"unknown format {fmt!r}", where="--format",
                            fix=f"use one of: {', '.join(sorted(READERS))}")
     log.info("prepare: reading %s annotations from %s", fmt, source)
     report = Report()
-    records = READERS[fmt](source, report, image_dir=image_dir)
-    records = check_records(records, report, classes)
+    extra = {"columns": columns} if fmt == "csv" and columns else {}
+    records = READERS[fmt](source, report, image_dir=image_dir, **extra)
+    fixed = read_label_map(label_map) if label_map is not None else classes
+    if fixed is not None:
+        log.info("prepare: classes fixed by %s: %s", label_map or "--classes", ", ".join(fixed))
+    # TensorFlow's import (seconds) overlaps the image checks; it must finish
+    # before the writer pool forks.
+    importer = threading.Thread(target=_import_tensorflow, daemon=True)
+    records = check_records(records, report, fixed, workers=workers, progress=progress,
+                            after_fork=None if check_only else importer.start)
+    names = _choose_classes(records, report, fixed)
+    splits = split_records(records, split or {"train": 0.8, "val": 0.2}, seed,
+                           stratify=stratify)
+    stats = dataset_stats(splits, names)
+    log.info("prepare: %d usable images\n%s", len(records), stats_table(stats))
     for line in report.lines():
         log.warning("prepare: %s", line)
+    for kind, count in sorted(report.notes.items()):
+        log.info("prepare: note: %s: %d", kind, count)
+    if check_only:
+        return {"report": report.as_dict(), "stats": stats, "classes": names,
+                "ok": not report.problems}
     if strict and report.problems:
         raise DatasetError("problems found with --strict:\n" + "\n".join(report.lines()),
                            where=str(source), fix="fix the files or drop --strict")
     if not records:
         raise DatasetError("no usable images", where=str(source),
                            fix="check the report above and the --format")
-    names = list(classes) if classes else sorted({b.name for r in records for b in r.boxes})
     class_ids = {n: i for i, n in enumerate(names, 1)}
-    splits = split_records(records, split or {"train": 0.8, "val": 0.2}, seed)
+    if importer.ident is None:  # started only once images are checked
+        _import_tensorflow()
+    else:
+        importer.join()
 
     out_root = Path(out_root)
     final_dir = out_root / name
@@ -286,9 +346,11 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
         write_label_map(names, tmp_dir / "label_map.pbtxt")
         shards = {}
         for split_name, split_records_ in splits.items():
-            size = sum(r.image_path.stat().st_size for r in split_records_)
-            num = max(1, int(size / (shard_size_mb * 2**20)) + 1)
-            paths = write_tfrecords(split_records_, tmp_dir, split_name, class_ids, num)
+            if not split_records_:
+                continue
+            num = num_shards_for(split_records_, shard_size_mb)
+            paths = write_tfrecords(split_records_, tmp_dir, split_name, class_ids, num,
+                                    workers=workers, progress=progress)
             shards[split_name] = [p.name for p in paths]
         manifest = {
             "name": name, "format": fmt, "source": str(Path(source).resolve()),
@@ -297,11 +359,16 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                                                                 for b in r.boxes),
                            "shards": shards[s],
                            "pattern": f"{s}-?????-of-{len(shards[s]):05d}.tfrecord"}
-                       for s, rs in splits.items()},
+                       for s, rs in splits.items() if rs},
             "problems": dict(report.problems),
+            "notes": dict(report.notes),
             "fingerprint": _fingerprint(records),
             "seed": seed,
         }
+        (tmp_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+        (tmp_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2))
+        if plots:
+            plot_stats(stats, splits, tmp_dir / "stats")
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if final_dir.exists():
             shutil.rmtree(final_dir)
@@ -309,11 +376,13 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    label_map = write_label_map(names, Path(label_map_dir) / f"{name}.pbtxt")
+    label_map_out = write_label_map(names, Path(label_map_dir) / f"{name}.pbtxt")
     counts = ", ".join(f"{s}={len(rs)}" for s, rs in splits.items())
-    log.info("prepare: wrote %s (%s images; %d classes) and %s in %.1fs", final_dir, counts,
-             len(names), label_map, time.time() - start)
-    return {"dir": str(final_dir), "label_map": str(label_map), "manifest": manifest}
+    dropped = sum(report.problems.values())
+    log.info("prepare: wrote %s (%s images; %d classes; %d problems) and %s in %.1fs",
+             final_dir, counts, len(names), dropped, label_map_out, time.time() - start)
+    return {"dir": str(final_dir), "label_map": str(label_map_out), "manifest": manifest,
+            "stats": stats, "report": report.as_dict()}
 
 
 def split_pattern(data_dir: str | Path, split: str) -> str:

@@ -1,0 +1,235 @@
+"""Checks on annotation records before anything is written.
+
+:func:`check_records` opens every image once (in worker processes for large
+datasets): it hashes the bytes, decodes the image to catch truncated and
+corrupt files, reads the real size, colour mode and EXIF orientation, and then
+checks every box against that image. What cannot be used is dropped and
+counted in the :class:`~tfod.annotations.Report` with the file and the reason;
+what is handled (greyscale, CMYK, RGBA, PNG, EXIF rotation) is counted as a
+note, so the report says what the model will see.
+
+EXIF orientation: an image whose annotation gives the size of the *rotated*
+picture (or no size) was labelled as a viewer shows it, so its pixels are
+rotated before writing; one whose annotation gives the size of the stored
+pixels was labelled on those pixels, so they are written as stored (the OD
+API's decoder ignores EXIF).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tfod.annotations import CLIP_TOLERANCE, Box, Record, Report
+
+log = logging.getLogger(__name__)
+
+#: two boxes of the same class overlapping at least this much are one box drawn twice.
+DUPLICATE_IOU = 0.95
+#: below this many images the work stays in this process (a pool costs more than it saves).
+POOL_MIN_IMAGES = 200
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
+
+
+@dataclass
+class ImageInfo:
+    """What one read of an image file tells: enough to check and to write it."""
+
+    sha256: str
+    width: int  # stored pixels, before any EXIF rotation
+    height: int
+    format: str  # "jpeg", "png", ...
+    mode: str  # PIL mode: "RGB", "L", "CMYK", "RGBA", "P", ...
+    orientation: int = 1
+    rotate: bool = False  # set by the checks: apply the EXIF orientation when writing
+
+    @property
+    def passthrough(self) -> bool:
+        """True when the file's bytes can go into the TFRecord unchanged."""
+        return self.format == "jpeg" and self.mode in ("RGB", "L") and not self.rotate
+
+
+def inspect_image(path: str | Path) -> ImageInfo | str:
+    """Hash and decode one image; an error message (str) if it cannot be used.
+
+    JPEGs are decoded at reduced scale (``draft``), which still reads the whole
+    compressed stream, so truncated files are caught at a fraction of the cost.
+
+    Example:
+        >>> info = inspect_image("images/cat.jpg"); info.width, info.mode
+    """
+    from PIL import Image
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    import io
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            fmt, mode, size = (img.format or "").lower(), img.mode, img.size
+            orientation = img.getexif().get(0x0112, 1)
+            if fmt == "jpeg":
+                img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            img.load()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"cannot decode ({exc})"
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    return ImageInfo(hashlib.sha256(raw).hexdigest(), size[0], size[1], fmt, mode, orientation)
+
+
+def _iou(a: Box, b: Box) -> float:
+    iw = min(a.xmax, b.xmax) - max(a.xmin, b.xmin)
+    ih = min(a.ymax, b.ymax) - max(a.ymin, b.ymin)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a.xmax - a.xmin) * (a.ymax - a.ymin) + (b.xmax - b.xmin) * (b.ymax - b.ymin)
+    return inter / (union - inter)
+
+
+def _check_boxes(record: Record, report: Report, classes: set[str] | None) -> None:
+    width, height = record.width, record.height
+    kept: list[Box] = []
+    for i, box in enumerate(record.boxes, 1):
+        where = f"{record.source}: box {i} ({box.name} at {box.xmin:g},{box.ymin:g}," \
+                f"{box.xmax:g},{box.ymax:g})"
+        if classes is not None and box.name not in classes:
+            report.add("class not in the label map", f"{where}: add {box.name!r} to the "
+                       "label map or fix the name")
+            continue
+        if box.xmax < box.xmin or box.ymax < box.ymin:
+            report.add("inverted box", f"{where}: max < min; swap the coordinates")
+            continue
+        t = CLIP_TOLERANCE
+        if box.xmin < -t or box.ymin < -t or box.xmax > width + t or box.ymax > height + t:
+            report.add("box outside image", f"{where}: image is {width}x{height}; "
+                       "fix the box")
+            continue
+        box.xmin, box.ymin = max(box.xmin, 0.0), max(box.ymin, 0.0)
+        box.xmax, box.ymax = min(box.xmax, float(width)), min(box.ymax, float(height))
+        if box.xmax - box.xmin < 1e-6 or box.ymax - box.ymin < 1e-6:
+            report.add("zero-area box", f"{where}: no width or no height")
+            continue
+        twin = next((j for j, k in enumerate(kept, 1)
+                     if k.name == box.name and _iou(k, box) >= DUPLICATE_IOU), None)
+        if twin is not None:
+            report.add("duplicate box", f"{where}: same class and IoU >= {DUPLICATE_IOU} "
+                       f"with box {twin}; drawn twice")
+            continue
+        kept.append(box)
+    record.boxes = kept
+
+
+def _settle_size(record: Record, info: ImageInfo, report: Report) -> None:
+    """Decide the size the boxes refer to and whether to apply EXIF rotation."""
+    stored = (info.width, info.height)
+    shown = stored[::-1] if info.orientation in _SWAPS_SIDES else stored
+    given = (record.width, record.height)
+    if info.orientation != 1:
+        if given == stored and stored != shown:
+            report.note("EXIF orientation ignored (annotation has the stored size)")
+            info.rotate = False
+        else:
+            report.note("EXIF-rotated image (pixels rotated as viewers show them)")
+            info.rotate = True
+    real = shown if info.rotate else stored
+    if given not in ((0, 0), real):
+        report.add("annotation size differs from the image",
+                   f"{record.source}: annotation says {given[0]}x{given[1]}, "
+                   f"{record.image_path.name} is {real[0]}x{real[1]}; boxes checked against "
+                   "the real size")
+    record.width, record.height = real
+    if info.mode == "L":
+        report.note("greyscale JPEG (passed through; decoded as RGB)"
+                    if info.format == "jpeg" else "greyscale image (converted to RGB)")
+    elif info.mode == "CMYK":
+        report.note("CMYK image (converted to RGB)")
+    elif info.mode in ("RGBA", "LA", "PA") or (info.mode == "P"):
+        report.note(f"{info.mode} image (converted to RGB, transparency dropped)")
+    elif info.mode != "RGB":
+        report.note(f"{info.mode} image (converted to RGB)")
+    if info.format != "jpeg":
+        report.note(f"{info.format.upper() or 'unknown-format'} image (encoded once as JPEG)")
+
+
+def _pool(workers: int):
+    # fork: workers inherit the imported modules; nothing here has started
+    # TensorFlow's runtime threads, so forking is safe.
+    return multiprocessing.get_context("fork").Pool(workers)
+
+
+def default_workers(n_items: int) -> int:
+    """Worker processes for ``n_items`` images: 1 below POOL_MIN_IMAGES, else the CPUs."""
+    if n_items < POOL_MIN_IMAGES:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def map_images(func, items: Sequence, workers: int, chunksize: int = 16,
+               after_fork=None) -> Iterable:
+    """``func`` over ``items`` in order, in ``workers`` processes when more than one.
+
+    ``after_fork`` is called once the workers exist (at once without workers):
+    a safe point to start threads in this process."""
+    if workers <= 1:
+        if after_fork:
+            after_fork()
+        yield from map(func, items)
+        return
+    with _pool(workers) as pool:
+        if after_fork:
+            after_fork()
+        yield from pool.imap(func, items, chunksize=chunksize)
+
+
+def check_records(records: Iterable[Record], report: Report,
+                  classes: Sequence[str] | None = None, workers: int | None = None,
+                  progress: bool = False, after_fork=None) -> list[Record]:
+    """Drop unusable images and invalid boxes, counting each in ``report``.
+
+    Sets ``record.image`` (an :class:`ImageInfo`) and the real size on every
+    record kept. Boxes up to :data:`CLIP_TOLERANCE` pixels outside the image are
+    clipped; of two files with the same bytes the first (by path) is kept.
+    ``after_fork``: see :func:`map_images`.
+
+    Example:
+        >>> report = Report(); good = check_records(read_voc("voc"), report)
+    """
+    records = sorted(records, key=lambda r: str(r.image_path))
+    workers = default_workers(len(records)) if workers is None else workers
+    known = set(classes) if classes is not None else None
+    paths = [str(r.image_path) for r in records]
+    infos = map_images(inspect_image, paths, workers, after_fork=after_fork)
+    if progress:
+        from tqdm import tqdm
+
+        infos = tqdm(infos, total=len(paths), desc="check", unit="img", leave=False)
+    good: list[Record] = []
+    seen: dict[str, Path] = {}
+    for record, info in zip(records, infos):
+        if not record.image_path.is_file():
+            report.add("missing image", f"{record.source}: {record.image_path} not found; "
+                       "add the image or remove its annotation")
+            continue
+        if isinstance(info, str):
+            report.add("unreadable image", f"{record.image_path}: {info}; replace or remove "
+                       "the file")
+            continue
+        if info.sha256 in seen:
+            report.add("duplicate image", f"{record.image_path}: same bytes as "
+                       f"{seen[info.sha256]}; kept the first only")
+            continue
+        seen[info.sha256] = record.image_path
+        record.image = info
+        _settle_size(record, info, report)
+        _check_boxes(record, report, known)
+        good.append(record)
+    return good
