@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -116,12 +118,20 @@ def _xml_text(node, path: str, where: str, cast=str, default=None):
                            fix="add the field or remove the file from the dataset")
     try:
         return cast(child.text.strip())
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DatasetError(f"<{path}> is {child.text.strip()!r}, not a number", where=where,
                            fix="correct the value") from None
 
 
-def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path],
+                   allow_outside: bool = False) -> Record:
     from lxml import etree
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -133,7 +143,7 @@ def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
                            fix="repair or remove the file") from None
     filename = _xml_text(root, "filename", where)
     image_path = _find_image([filename] + [xml_path.stem + s for s in IMAGE_SUFFIXES],
-                             image_dirs)
+                             image_dirs, allow_outside, where)
     width = _xml_text(root, "size/width", where, lambda v: int(float(v)), 0)
     height = _xml_text(root, "size/height", where, lambda v: int(float(v)), 0)
     boxes = []
@@ -141,10 +151,10 @@ def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
         bwhere = f"{where} object {i}"
         boxes.append(Box(
             name=_xml_text(obj, "name", bwhere),
-            xmin=_xml_text(obj, "bndbox/xmin", bwhere, float),
-            ymin=_xml_text(obj, "bndbox/ymin", bwhere, float),
-            xmax=_xml_text(obj, "bndbox/xmax", bwhere, float),
-            ymax=_xml_text(obj, "bndbox/ymax", bwhere, float),
+            xmin=_xml_text(obj, "bndbox/xmin", bwhere, _finite),
+            ymin=_xml_text(obj, "bndbox/ymin", bwhere, _finite),
+            xmax=_xml_text(obj, "bndbox/xmax", bwhere, _finite),
+            ymax=_xml_text(obj, "bndbox/ymax", bwhere, _finite),
             difficult=_xml_text(obj, "difficult", bwhere, lambda v: bool(int(v)), "0"),
             truncated=_xml_text(obj, "truncated", bwhere, lambda v: bool(int(v)), "0"),
             pose=_xml_text(obj, "pose", bwhere, str, "Unspecified"),
@@ -154,7 +164,7 @@ def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path]) -> Record:
 
 
 def read_voc(root: str | Path, report: Report | None = None,
-             image_dir: str | Path | None = None) -> list[Record]:
+             image_dir: str | Path | None = None, allow_outside: bool = False) -> list[Record]:
     """Read Pascal VOC XML: a VOCdevkit-style folder or a folder of XML files.
 
     VOCdevkit layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/*.txt``)
@@ -187,9 +197,9 @@ def read_voc(root: str | Path, report: Report | None = None,
     records = []
     for xml_path in xml_files:
         try:
-            record = _parse_voc_xml(xml_path, [xml_path.parent, *image_dirs])
+            record = _parse_voc_xml(xml_path, [xml_path.parent, *image_dirs], allow_outside)
         except DatasetError as exc:
-            report.add("unreadable annotation", str(exc))
+            report.add(problem_kind(exc), str(exc))
             continue
         record.split = splits.get(xml_path.stem)
         records.append(record)
@@ -197,25 +207,62 @@ def read_voc(root: str | Path, report: Report | None = None,
 
 
 
+class PathOutsideError(DatasetError):
+    """An annotation names an image outside the dataset's folders."""
+
+    kind = "image path outside the dataset"
 
 
+def problem_kind(exc: DatasetError) -> str:
+    """The report category of a reader error."""
+    return getattr(exc, "kind", "unreadable annotation")
 
-def _find_image(names: str | Sequence[str], dirs: Sequence[Path]) -> Path:
+
+def _inside(path: Path, dirs: Sequence[Path]) -> bool:
+    """Lexically inside one of ``dirs`` (no symlinks followed, so linked folders work)."""
+    p = os.path.normpath(os.path.abspath(path))
+    roots = (os.path.normpath(os.path.abspath(d)) for d in dirs)
+    return any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _find_image(names: str | Sequence[str], dirs: Sequence[Path],
+                allow_outside: bool = False, where: str | None = None) -> Path:
     """The first existing ``dir/name`` (names in order, then dirs; a name with
     folders is also tried by its base name); the first candidate if none exists,
-    so the checks report it as missing."""
+    so the checks report it as missing.
+
+    A name that leads outside ``dirs`` (an absolute path, ``..``) is refused with
+    :class:`PathOutsideError` unless ``allow_outside``: annotation files from
+    strangers must not make tfod read arbitrary files.
+    """
     names = [names] if isinstance(names, str) else names
+    for name in names:
+        if "\x00" in name:
+            raise DatasetError(f"file name {name!r} contains a NUL byte", where=where,
+                               fix="correct the file name")
     candidates = [d / n for n in names for d in dirs]
     candidates += [d / Path(n).name for n in names for d in dirs if Path(n).name != n]
-    return next((c for c in candidates if c.is_file()), candidates[0])
+    existing = [c for c in candidates if c.is_file()]
+    inside = [c for c in existing if _inside(c, dirs)]
+    if inside:
+        return inside[0]
+    if existing and not allow_outside:
+        raise PathOutsideError(f"image path {names[0]!r} leads outside the dataset folder "
+                               f"(to {existing[0]})", where=where,
+                               fix="move the image into the dataset, or pass "
+                                   "--allow-outside-paths if you trust this annotation file")
+    return existing[0] if existing else candidates[0]
 
 
 def _number(value: str, where: str, what: str) -> float:
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{what} is {value!r}, not a number", where=where,
-                           fix="correct the value") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DatasetError(f"{what} is {value!r}, not a finite number", where=where,
+                           fix="correct the value")
+    return number
 
 
 def _split_files(found: Sequence[Path], where: Path, what: str,
@@ -240,7 +287,8 @@ def _split_files(found: Sequence[Path], where: Path, what: str,
 
 
 def read_coco(path: str | Path, report: Report | None = None,
-              image_dir: str | Path | None = None) -> list[Record]:
+              image_dir: str | Path | None = None, allow_outside: bool = False
+              ) -> list[Record]:
     """Read COCO instances JSON: one file, or a folder of files named by split.
 
     Categories become class names (their ids do not matter: a category with id
@@ -265,26 +313,40 @@ def read_coco(path: str | Path, report: Report | None = None,
         raise DatasetError("COCO file not found", where=str(path), fix="check the path")
     records: list[Record] = []
     for file, split in _split_files(found, path, "JSON", report).items():
-        for record in _read_coco_file(file, report, image_dir):
+        for record in _read_coco_file(file, report, image_dir, allow_outside):
             record.split = split
             records.append(record)
     return records
 
 
-def _read_coco_file(path: Path, report: Report, image_dir) -> list[Record]:
+def _coco_id(value, what: str):
+    """COCO ids are integers (some tools write strings); anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{what} {value!r} is not an integer or string id")
+    return value
+
+
+def _read_coco_file(path: Path, report: Report, image_dir, allow_outside: bool
+                    ) -> list[Record]:
     where = str(path)
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DatasetError(f"cannot read COCO JSON ({exc})", where=where,
                            fix="check that this is a COCO instances file") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise DatasetError("no 'images' list", where=where,
                            fix="pass a COCO instances file (images, annotations, categories)")
-    names = {}
-    for cat in doc.get("categories", []):
-        if isinstance(cat, dict) and "id" in cat and "name" in cat:
-            names[cat["id"]] = str(cat["name"])
+    for key in ("annotations", "categories"):
+        if not isinstance(doc.get(key, []), list):
+            raise DatasetError(f"'{key}' is not a list", where=where,
+                               fix="pass a COCO instances file (images, annotations, categories)")
+    names: dict = {}
+    for i, cat in enumerate(doc.get("categories", [])):
+        try:
+            names[_coco_id(cat["id"], "category id")] = str(cat["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            report.add("unreadable annotation", f"{where} categories[{i}]: {exc}")
     try:
         declared = [names[k] for k in sorted(names)]  # by category id
     except TypeError:  # ids of mixed types: keep the file's order
@@ -296,26 +358,47 @@ def _read_coco_file(path: Path, report: Report, image_dir) -> list[Record]:
     records: dict = {}
     for i, img in enumerate(doc["images"]):
         try:
-            records[img["id"]] = Record(
-                image_path=_find_image(str(img["file_name"]), dirs),
-                width=int(img.get("width") or 0), height=int(img.get("height") or 0),
+            if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+                raise ValueError(f"file_name {img.get('file_name')!r} is not a file name")
+            records[_coco_id(img["id"], "image id")] = Record(
+                image_path=_find_image(img["file_name"], dirs, allow_outside,
+                                       f"{where} images[{i}]"),
+                width=_size(img.get("width")), height=_size(img.get("height")),
                 source=f"{where} images[{i}]")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
             report.add("unreadable annotation", f"{where} images[{i}]: {exc!r}")
+        except DatasetError as exc:
+            report.add(problem_kind(exc), str(exc))
     for i, ann in enumerate(doc.get("annotations", [])):
         at = f"{where} annotations[{i}]"
         try:
-            record = records[ann["image_id"]]
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            name = names[ann["category_id"]]
+            record = records[_coco_id(ann["image_id"], "image_id")]
+            name = names[_coco_id(ann["category_id"], "category_id")]
+            bbox = ann["bbox"]
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise ValueError(f"bbox {bbox!r} is not [x, y, width, height]")
+            x, y, w, h = (_number(v, at, "bbox value") for v in bbox)
         except KeyError as exc:
             report.add("unreadable annotation", f"{at}: unknown or missing {exc}")
             continue
-        except (TypeError, ValueError) as exc:
-            report.add("unreadable annotation", f"{at}: bad bbox ({exc})")
+        except (AttributeError, TypeError, ValueError) as exc:
+            report.add("unreadable annotation", f"{at}: {exc}")
             continue
-        record.boxes.append(Box(name, x, y, x + w, y + h, crowd=bool(ann.get("iscrowd", 0))))
+        except DatasetError as exc:
+            report.add("unreadable annotation", str(exc))
+            continue
+        record.boxes.append(Box(name, x, y, x + w, y + h, crowd=ann.get("iscrowd") in (1, True)))
     return list(records.values())
+
+
+def _size(value) -> int:
+    """An image width/height from an annotation: a positive integer, or 0 for unknown."""
+    if value in (None, "", 0):
+        return 0
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or number != int(number):
+        raise ValueError(f"size {value!r} is not a whole number of pixels")
+    return int(number)
 
 
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -323,7 +406,8 @@ CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "
 
 def read_csv(path: str | Path, report: Report | None = None,
              image_dir: str | Path | None = None,
-             columns: dict[str, str] | None = None) -> list[Record]:
+             columns: dict[str, str] | None = None, allow_outside: bool = False
+             ) -> list[Record]:
     """Read the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` CSV.
 
     ``path`` is one file, or a folder of files named by split
@@ -346,48 +430,76 @@ def read_csv(path: str | Path, report: Report | None = None,
         found = [path]
     records: list[Record] = []
     for file, split in _split_files(found, path, "CSV", report).items():
-        for record in _read_csv_file(file, report, image_dir, columns):
+        for record in _read_csv_file(file, report, image_dir, columns, allow_outside):
             record.split = split
             records.append(record)
     return records
 
 
-def _read_csv_file(path: Path, report: Report, image_dir, columns) -> list[Record]:
+def _read_csv_file(path: Path, report: Report, image_dir, columns,
+                   allow_outside: bool) -> list[Record]:
     mapping = {c: c for c in CSV_COLUMNS} | dict(columns or {})
     try:
-        handle = path.open(newline="")
+        handle = path.open(newline="", encoding="utf-8-sig")  # Excel writes a BOM
     except OSError as exc:
         raise DatasetError(f"cannot open CSV ({exc.strerror})", where=str(path),
                            fix="check the path") from None
     dirs = [Path(image_dir)] if image_dir else []
     dirs += [path.parent, path.parent / "images", path.parent.parent / "images"]
     records: dict[str, Record] = {}
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("filename", "class", "xmin", "ymin", "xmax", "ymax")
-                   if mapping[c] not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"missing column(s) {', '.join(mapping[c] for c in missing)}; "
-                               f"the header is {reader.fieldnames}", where=str(path),
-                               fix="rename the columns or map them (--columns class=label)")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            try:
-                name = row[mapping["filename"]]
-                record = records.get(name)
-                if record is None:
-                    size = [row.get(mapping["width"]), row.get(mapping["height"])]
-                    w, h = (int(_number(v, where, c)) if v else 0
-                            for v, c in zip(size, ("width", "height")))
-                    record = records[name] = Record(_find_image(name, dirs), w, h,
-                                                    source=f"{path} ({name})")
-                cls = (row[mapping["class"]] or "").strip()
-                if cls:
-                    record.boxes.append(Box(cls, *(_number(row[mapping[k]], where, k)
-                                                   for k in ("xmin", "ymin", "xmax", "ymax"))))
-            except DatasetError as exc:
-                report.add("unreadable annotation", str(exc))
+    reader = csv.DictReader(handle)
+    try:
+        with handle:
+            _read_csv_rows(reader, path, mapping, dirs, records, report, allow_outside)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                           where=f"{path}:{reader.line_num + 1}",
+                           fix="save the file as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DatasetError(f"not a readable CSV ({exc})", where=f"{path}:{reader.line_num}",
+                           fix="repair the line or export the CSV again") from None
     return list(records.values())
+
+
+def _read_csv_rows(reader: csv.DictReader, path: Path, mapping: dict, dirs: list[Path],
+                   records: dict[str, Record], report: Report, allow_outside: bool) -> None:
+    missing = [c for c in ("filename", "class", "xmin", "ymin", "xmax", "ymax")
+               if mapping[c] not in (reader.fieldnames or [])]
+    if missing:
+        raise DatasetError(f"missing column(s) {', '.join(mapping[c] for c in missing)}; "
+                           f"the header is {reader.fieldnames}", where=str(path),
+                           fix="rename the columns or map them (--columns class=label)")
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        try:
+            name = (row[mapping["filename"]] or "").strip()
+            if not name:
+                raise DatasetError("no file name", where=where, fix="fill in the filename")
+            record = records.get(name)
+            if record is None:
+                size = [row.get(mapping["width"]), row.get(mapping["height"])]
+                w, h = (int(_number(v, where, c)) if v else 0
+                        for v, c in zip(size, ("width", "height")))
+                record = records[name] = Record(_find_image(name, dirs, allow_outside, where),
+                                                w, h,
+                                                source=f"{path} ({name})")
+            cls = (row[mapping["class"]] or "").strip()
+            if cls:
+                record.boxes.append(Box(cls, *(_number(row[mapping[k]], where, k)
+                                               for k in ("xmin", "ymin", "xmax", "ymax"))))
+        except DatasetError as exc:
+            report.add(problem_kind(exc), str(exc))
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                           where=str(path), fix="save the file as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read ({exc.strerror})", where=str(path),
+                           fix="check the file") from None
 
 
 def _yolo_classes(root: Path) -> list[str]:
@@ -397,26 +509,30 @@ def _yolo_classes(root: Path) -> list[str]:
         path = root / name
         if path.is_file():
             try:
-                doc = yaml.safe_load(path.read_text()) or {}
+                doc = yaml.safe_load(_text(path)) or {}
             except yaml.YAMLError as exc:
                 raise DatasetError(f"cannot parse YAML ({exc})", where=str(path),
                                    fix="repair the file") from None
             names = doc.get("names") if isinstance(doc, dict) else None
             if isinstance(names, dict):
-                return [str(names[k]) for k in sorted(names)]
-            if isinstance(names, list):
+                if sorted(names, key=repr) != sorted(range(len(names)), key=repr):
+                    raise DatasetError(f"'names' keys are {list(names)}, not 0..{len(names) - 1}",
+                                       where=str(path), fix="number the names 0, 1, 2, ...")
+                names = [names[k] for k in range(len(names))]
+            if isinstance(names, list) and all(isinstance(n, (str, int, float)) for n in names):
                 return [str(n) for n in names]
-            raise DatasetError("no 'names' list", where=str(path),
+            raise DatasetError("no 'names' list of class names", where=str(path),
                                fix="add names: [class0, class1, ...]")
     path = root / "classes.txt"
     if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [line.strip() for line in _text(path).splitlines() if line.strip()]
     raise DatasetError("no class names found (data.yaml or classes.txt)", where=str(root),
                        fix="add a classes.txt with one class name per line")
 
 
 def read_yolo(root: str | Path, report: Report | None = None,
-              image_dir: str | Path | None = None) -> list[Record]:
+              image_dir: str | Path | None = None, allow_outside: bool = False
+              ) -> list[Record]:
     """Read YOLO txt labels (``class cx cy w h``, normalised) with names from
     ``data.yaml`` or ``classes.txt``.
 
@@ -457,7 +573,12 @@ def read_yolo(root: str | Path, report: Report | None = None,
             record.width, record.height = width, height
         except Exception:  # the checks report unreadable images
             continue
-        for n, line in enumerate(label.read_text().splitlines(), 1):
+        try:
+            lines = _text(label).splitlines()
+        except DatasetError as exc:
+            report.add("unreadable annotation", str(exc))
+            continue
+        for n, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
                 continue
@@ -466,7 +587,11 @@ def read_yolo(root: str | Path, report: Report | None = None,
                 if len(parts) != 5:
                     raise DatasetError(f"{len(parts)} values, expected 5 (class cx cy w h)",
                                        where=where, fix="fix the line")
-                cls = int(_number(parts[0], where, "class"))
+                number = _number(parts[0], where, "class")
+                if number != int(number):
+                    raise DatasetError(f"class {parts[0]!r} is not a whole number", where=where,
+                                       fix="use the class index, 0 for the first name")
+                cls = int(number)
                 if not 0 <= cls < len(classes):
                     raise DatasetError(f"class {cls} is not in 0..{len(classes) - 1}",
                                        where=where, fix="add the class name or fix the id")

@@ -17,6 +17,7 @@ API's decoder ignores EXIF).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 DUPLICATE_IOU = 0.95
 #: below this many images the work stays in this process (a pool costs more than it saves).
 POOL_MIN_IMAGES = 200
+#: images with more pixels are refused before decoding (decompression bombs); --max-pixels.
+MAX_PIXELS = 100_000_000
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
 
 
@@ -54,11 +57,13 @@ class ImageInfo:
         return self.format == "jpeg" and self.mode in ("RGB", "L") and not self.rotate
 
 
-def inspect_image(path: str | Path) -> ImageInfo | str:
+def inspect_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo | str:
     """Hash and decode one image; an error message (str) if it cannot be used.
 
-    JPEGs are decoded at reduced scale (``draft``), which still reads the whole
-    compressed stream, so truncated files are caught at a fraction of the cost.
+    The size in the header is checked against ``max_pixels`` before anything is
+    decoded, so a crafted file declaring a huge image costs no memory. JPEGs are
+    decoded at reduced scale (``draft``), which still reads the whole compressed
+    stream, so truncated files are caught at a fraction of the cost.
 
     Example:
         >>> info = inspect_image("images/cat.jpg"); info.width, info.mode
@@ -71,9 +76,14 @@ def inspect_image(path: str | Path) -> ImageInfo | str:
         return f"cannot read ({exc.strerror})"
     import io
 
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a clearer message
     try:
         with Image.open(io.BytesIO(raw)) as img:
             fmt, mode, size = (img.format or "").lower(), img.mode, img.size
+            if size[0] * size[1] > max_pixels:
+                return (f"declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over "
+                        f"the limit of {max_pixels:,} (a decompression bomb?); raise "
+                        "--max-pixels if the image is real")
             orientation = img.getexif().get(0x0112, 1)
             if fmt == "jpeg":
                 img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
@@ -192,13 +202,14 @@ def map_images(func, items: Sequence, workers: int, chunksize: int = 16,
 
 def check_records(records: Iterable[Record], report: Report,
                   classes: Sequence[str] | None = None, workers: int | None = None,
-                  progress: bool = False, after_fork=None) -> list[Record]:
+                  progress: bool = False, after_fork=None,
+                  max_pixels: int = MAX_PIXELS) -> list[Record]:
     """Drop unusable images and invalid boxes, counting each in ``report``.
 
     Sets ``record.image`` (an :class:`ImageInfo`) and the real size on every
     record kept. Boxes up to :data:`CLIP_TOLERANCE` pixels outside the image are
     clipped; of two files with the same bytes the first (by path) is kept.
-    ``after_fork``: see :func:`map_images`.
+    ``after_fork``: see :func:`map_images`; ``max_pixels``: see :func:`inspect_image`.
 
     Example:
         >>> report = Report(); good = check_records(read_voc("voc"), report)
@@ -207,7 +218,8 @@ def check_records(records: Iterable[Record], report: Report,
     workers = default_workers(len(records)) if workers is None else workers
     known = set(classes) if classes is not None else None
     paths = [str(r.image_path) for r in records]
-    infos = map_images(inspect_image, paths, workers, after_fork=after_fork)
+    inspect = functools.partial(inspect_image, max_pixels=max_pixels)
+    infos = map_images(inspect, paths, workers, after_fork=after_fork)
     if progress:
         from tqdm import tqdm
 

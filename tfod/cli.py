@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                "200+ images)")
     p.add_argument("--no-stratify", action="store_true", help="plain seeded shuffle split")
     p.add_argument("--no-plots", action="store_true", help="skip the statistics PNGs")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="accept image paths in annotations that lead outside the dataset "
+                        "folder (absolute paths, ..); off by default")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="refuse images declaring more pixels (default 100M)")
 
     p = _add(sub, "config")
     p.add_argument("template", help="template name in pipelines/ or a pipeline.config")
@@ -213,7 +218,8 @@ def run(args: argparse.Namespace) -> object:
             strict=args.strict, image_dir=args.images, label_map=args.label_map,
             classes=args.classes, check_only=args.check_only, workers=args.workers,
             shard_size_mb=args.shard_size_mb, stratify=not args.no_stratify,
-            plots=not args.no_plots, progress=True, columns=args.columns)
+            plots=not args.no_plots, progress=True, columns=args.columns,
+            allow_outside=args.allow_outside_paths, max_pixels=args.max_pixels)
         if args.check_only:
             return None if result["ok"] else SystemExit(1)
         return result["manifest"]

@@ -27,7 +27,8 @@ from typing import Iterable, Sequence
 from tfod.annotations import (  # noqa: F401  (re-exported: data.read_voc etc.)
     CLIP_TOLERANCE, FORMATS, IMAGE_SUFFIXES, READERS, Box, Record, Report, read_coco,
     read_csv, read_voc, read_yolo)
-from tfod.checks import check_records, default_workers, inspect_image, map_images  # noqa: F401
+from tfod.checks import (  # noqa: F401
+    MAX_PIXELS, check_records, default_workers, inspect_image, map_images)
 from tfod.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -116,15 +117,37 @@ def write_label_map(classes: Sequence[str], path: str | Path) -> Path:
 
 
 def read_label_map(path: str | Path) -> list[str]:
-    """Class names ordered by id, read with the OD API's own parser."""
+    """Class names ordered by id, read with the OD API's own parser.
+
+    Refuses (naming the file) what the OD API would misread: text that is not a
+    label map, ids not 1..N, empty or repeated names.
+
+    Example:
+        >>> read_label_map("label_maps/pets.pbtxt")
+        ['cat', 'dog']
+    """
+    from google.protobuf import message, text_format
     from object_detection.utils import label_map_util
 
-    mapping = label_map_util.get_label_map_dict(str(path))
-    ids = sorted(mapping.values())
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("label map not found", where=str(path), fix="check the path")
+    try:
+        items = label_map_util.load_labelmap(str(path)).item
+    except (text_format.ParseError, message.DecodeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DatasetError(f"not a readable label map ({reason})", where=str(path),
+                           fix="write items like: item { id: 1 name: 'cat' }") from None
+    names = [item.name for item in items]
+    ids = sorted(item.id for item in items)
     if ids != list(range(1, len(ids) + 1)):
         raise DatasetError(f"label ids are {ids}, not 1..{len(ids)}", where=str(path),
                            fix="number the items 1, 2, ... without gaps (0 is background)")
-    return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if "" in names or repeated:
+        raise DatasetError(f"empty or repeated class names {repeated or ['']}", where=str(path),
+                           fix="give every item its own non-empty name")
+    return [item.name for item in sorted(items, key=lambda item: item.id)]
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -253,6 +276,36 @@ def _fingerprint(records: Sequence[Record]) -> str:
     return digest.hexdigest()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(out_root: Path, name: str) -> None:
+    """Delete what killed runs left: ``.<name>.partial-<pid>-*`` and ``.<name>.old-<pid>``
+    folders whose process is gone. (They never look complete: hidden, no final name.)"""
+    for path in list(out_root.glob(f".{name}.partial-*")) + list(out_root.glob(f".{name}.old-*")):
+        pid = path.name.rsplit(".", 1)[-1].split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            log.info("prepare: removing %s, left by an interrupted run", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put ``new`` in place of ``final``: at every moment ``final`` is the old complete
+    folder, absent, or the new complete folder."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _import_tensorflow() -> None:
     import tensorflow  # noqa: F401
     from object_detection.utils import dataset_util  # noqa: F401
@@ -280,14 +333,17 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                     label_map: str | Path | None = None, check_only: bool = False,
                     workers: int | None = None, stratify: bool = True,
                     plots: bool = True, progress: bool = False,
-                    columns: dict[str, str] | None = None) -> dict:
+                    columns: dict[str, str] | None = None, allow_outside: bool = False,
+                    max_pixels: int = MAX_PIXELS) -> dict:
     """Annotations -> checked, split, sharded TFRecords + label map + manifest + stats.
 
     Every problem is counted and reported; invalid boxes and unusable images
     are dropped (``strict=True``: nothing is written if there is any problem).
     ``label_map`` (an existing .pbtxt) fixes the classes and their ids; boxes of
     other classes are problems. ``check_only`` reads and checks, and writes
-    nothing. ``columns`` maps CSV columns (see :func:`read_csv`). Output goes to a temporary folder renamed to ``<out_root>/<name>``
+    nothing. ``columns`` maps CSV columns (see :func:`read_csv`). Images named by a
+    path outside the dataset folders are refused unless ``allow_outside``; images
+    over ``max_pixels`` are refused before decoding. Output goes to a temporary folder renamed to ``<out_root>/<name>``
     at the end, so an interrupted run leaves no folder that looks complete.
 
     Example:
@@ -304,7 +360,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     log.info("prepare: reading %s annotations from %s", fmt, source)
     report = Report()
     extra = {"columns": columns} if fmt == "csv" and columns else {}
-    records = READERS[fmt](source, report, image_dir=image_dir, **extra)
+    records = READERS[fmt](source, report, image_dir=image_dir, allow_outside=allow_outside,
+                           **extra)
     fixed = read_label_map(label_map) if label_map is not None else classes
     if fixed is not None:
         log.info("prepare: classes fixed by %s: %s", label_map or "--classes", ", ".join(fixed))
@@ -312,10 +369,16 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     # before the writer pool forks.
     importer = threading.Thread(target=_import_tensorflow, daemon=True)
     records = check_records(records, report, fixed, workers=workers, progress=progress,
+                            max_pixels=max_pixels,
                             after_fork=None if check_only else importer.start)
     names = _choose_classes(records, report, fixed)
+    if split and records and all(r.split for r in records):
+        log.info("prepare: --split given: the dataset's own split is replaced")
     splits = split_records(records, split or {"train": 0.8, "val": 0.2}, seed,
-                           stratify=stratify)
+                           keep_own_split=not split, stratify=stratify)
+    if not {"val", "test"} & {s for s, rs in splits.items() if rs}:
+        log.warning("prepare: no val or test split: evaluation needs one; "
+                    "pass --split train=0.8,val=0.2 to make one")
     stats = dataset_stats(splits, names)
     log.info("prepare: %d usable images\n%s", len(records), stats_table(stats))
     for line in report.lines():
@@ -332,17 +395,22 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
         raise DatasetError("no usable images", where=str(source),
                            fix="check the report above and the --format")
     class_ids = {n: i for i, n in enumerate(names, 1)}
-    if importer.ident is None:  # started only once images are checked
-        _import_tensorflow()
-    else:
-        importer.join()
 
     out_root = Path(out_root)
     final_dir = out_root / name
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_root))
+    _remove_stale_partials(out_root, name)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=out_root))
     tmp_dir.chmod(0o755)
     try:
+        (tmp_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+        (tmp_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2))
+        if plots:  # while TensorFlow is still importing
+            plot_stats(stats, splits, tmp_dir / "stats")
+        if importer.ident is None:  # started only once images are checked
+            _import_tensorflow()
+        else:
+            importer.join()
         write_label_map(names, tmp_dir / "label_map.pbtxt")
         shards = {}
         for split_name, split_records_ in splits.items():
@@ -365,14 +433,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
             "fingerprint": _fingerprint(records),
             "seed": seed,
         }
-        (tmp_dir / "stats.json").write_text(json.dumps(stats, indent=2))
-        (tmp_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2))
-        if plots:
-            plot_stats(stats, splits, tmp_dir / "stats")
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.replace(tmp_dir, final_dir)
+        _replace_dir(tmp_dir, final_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
