@@ -166,6 +166,18 @@ def test_keras_resnet_builder():
     assert model.output_shape[-1] == 512
 
 
+def test_centernet_backbone_builds_offline(caplog):
+    from object_detection.models import center_net_mobilenet_v2_fpn_feature_extractor as cn
+
+    if compat._keras_weights_cached("mobilenet_v2_weights_*_no_top.h5"):
+        pytest.skip("ImageNet weights are cached here: the shim stays off")
+    assert compat.ACTIVE.get("offline_imagenet_weights")
+    extractor = cn.mobilenet_v2_fpn(channel_means=(0, 0, 0), channel_stds=(1, 1, 1),
+                                    bgr_ordering=False)  # asks for weights='imagenet'
+    assert extractor.classification_backbone is not None
+    assert "ImageNet weights are not cached" in caplog.text
+
+
 def test_tensorflow_io_is_lazy():
     from object_detection.meta_architectures import deepmac_meta_arch
 

@@ -34,6 +34,8 @@ COMMANDS = {
              "tfod demo --steps 2000"),
     "tensorboard": ("TensorBoard over the runs folder, on 127.0.0.1",
                     "tfod tensorboard --logdir runs --port 6006"),
+    "zoo": ("TF2 Detection Zoo models: list, info, verified download, install from a file",
+            "tfod zoo download ssd_mobilenet_v2_fpnlite_320"),
 }
 
 
@@ -127,8 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse images declaring more pixels (default 100M)")
 
     p = _add(sub, "config")
-    p.add_argument("template", help="template name in pipelines/ or a pipeline.config")
+    p.add_argument("template", nargs="?", help="template name in pipelines/ or a pipeline.config")
+    p.add_argument("--template", dest="template_name", metavar="NAME",
+                   help="the same as the positional TEMPLATE")
     p.add_argument("--data", help="prepared dataset folder (data/<name>)")
+    p.add_argument("--label-map", help="label map (instead of --data; sets num_classes)")
+    p.add_argument("--train", action="append", metavar="GLOB",
+                   help="train TFRecord glob (instead of --data; repeatable)")
+    p.add_argument("--eval", action="append", metavar="GLOB",
+                   help="eval TFRecord glob (instead of --data; repeatable)")
+    p.add_argument("--augment", metavar="LIST",
+                   help="replace the augmentation, e.g. random_horizontal_flip,"
+                        "random_adjust_brightness:max_delta=0.2")
+    p.add_argument("--quantize", metavar="OPTS",
+                   help="write graph_rewriter quantization, e.g. delay=1800,weight_bits=8 "
+                        "(not applied by TF2 training; int8 comes from export)")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="scale the learning rates linearly with --batch-size")
+    p.add_argument("--freeze", choices=["feature_extractor", "none"],
+                   help="feature_extractor: train only the box predictor (SSD models)")
     p.add_argument("--out", help="where to write the pipeline.config (required unless --check)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
@@ -181,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", default="runs")
     p.add_argument("--port", type=int, default=6006)
     p.add_argument("--host", default="127.0.0.1")
+
+    p = _add(sub, "zoo")
+    zoo_sub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    zoo_sub.add_parser("list", help="the registry: input size, COCO mAP, speed, template")
+    z = zoo_sub.add_parser("info", help="registry facts of one model (JSON)")
+    z.add_argument("name")
+    z = zoo_sub.add_parser("download", help="download, verify (sha256), extract safely")
+    z.add_argument("name")
+    z.add_argument("--url", help="download from here instead (mirror or unlisted model)")
+    z.add_argument("--sha256", help="expected sha256 of the archive")
+    z.add_argument("--dest", default="pretrained", help="installs into DEST/NAME/")
+    z = zoo_sub.add_parser("install", help="install from an archive on disk (no internet)")
+    z.add_argument("name")
+    z.add_argument("--from-file", required=True, metavar="ARCHIVE", help="the zoo .tar.gz")
+    z.add_argument("--sha256", help="expected sha256 of the archive")
+    z.add_argument("--dest", default="pretrained", help="installs into DEST/NAME/")
     return parser
 
 
@@ -226,15 +261,20 @@ def run(args: argparse.Namespace) -> object:
     if cmd == "config":
         from tfod import pipeline
 
+        template = args.template_name or args.template
+        if not template:
+            raise SystemExit("tfod config: error: give a TEMPLATE (or --template NAME)")
         if args.check:
-            return {"config": args.template, "ok": True,
-                    "warnings": pipeline.check_pipeline(args.template)}
+            return {"config": template, "ok": True,
+                    "warnings": pipeline.check_pipeline(template)}
         if not args.out:
             raise SystemExit("tfod config: error: --out is required (where to write the config)")
         return {"config": str(pipeline.patch_pipeline_for_dataset(
-            args.template, args.out, data_dir=args.data, num_steps=args.steps,
-            batch_size=args.batch_size, image_size=args.image_size,
-            fine_tune_checkpoint=args.checkpoint, overrides=_sets(args.set)))}
+            template, args.out, data_dir=args.data, label_map=args.label_map,
+            train_input=args.train, eval_input=args.eval, num_steps=args.steps,
+            batch_size=args.batch_size, scale_lr=args.scale_lr, image_size=args.image_size,
+            fine_tune_checkpoint=args.checkpoint, augment=args.augment,
+            quantize=args.quantize, freeze=args.freeze, overrides=_sets(args.set)))}
     if cmd == "train":
         from tfod.training import train
 
@@ -269,6 +309,20 @@ def run(args: argparse.Namespace) -> object:
         from tfod.dashboard import tensorboard
 
         return tensorboard(args.logdir, port=args.port, host=args.host)
+    if cmd == "zoo":
+        from tfod import zoo
+
+        if args.zoo_command == "list":
+            print(zoo.format_table())
+            return None
+        if args.zoo_command == "info":
+            return zoo.model_info(args.name)
+        if args.zoo_command == "download":
+            zoo.download(args.name, dest=args.dest, url=args.url, sha256=args.sha256)
+        else:
+            zoo.install(args.name, from_file=args.from_file, dest=args.dest,
+                        sha256=args.sha256)
+        return zoo.installed(args.name, dest=args.dest)
     raise AssertionError(cmd)
 
 

@@ -27,6 +27,7 @@ import os
 import sys
 import types
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -437,6 +438,33 @@ def _lazy_tensorflow_io():
     _mark("tensorflow_io", "deepmac_meta_arch.py:28: tensorflow_io imported lazily")
 
 
+def _keras_weights_cached(pattern: str) -> bool:
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return any(cache.glob(pattern))
+
+
+def _offline_imagenet_weights(module) -> bool:
+    """Break (offline only): center_net_mobilenet_v2_fpn_feature_extractor.py:156 asks
+    Keras for ImageNet weights when the model is built, which downloads them. Without
+    the cached file the backbone starts from random weights instead, with a warning;
+    fine-tuning from a zoo checkpoint restores it anyway."""
+    if _keras_weights_cached("mobilenet_v2_weights_*_no_top.h5"):
+        return False
+    builder = module.mobilenetv2.mobilenet_v2
+
+    def mobilenet_v2(*args, **kwargs):
+        if kwargs.get("weights") == "imagenet":
+            logging.getLogger("tfod.compat").warning(
+                "CenterNet MobileNetV2 FPN: ImageNet weights are not cached (~/.keras/models) "
+                "and are not downloaded; the backbone starts from random weights. Fine-tune "
+                "from a zoo checkpoint (tfod zoo install) to start from trained ones.")
+            kwargs["weights"] = None
+        return builder(*args, **kwargs)
+
+    return _proxy_global(module, "mobilenetv2", replace=("mobilenet_v2",),
+                         mobilenet_v2=mobilenet_v2)
+
+
 _register(Shim("estimator", ("object_detection.inputs", "object_detection.model_lib"),
                "tf.compat.v1.estimator removed in TF 2.16 (inputs.py:24, model_lib.py:26)",
                before=_estimator_stub))
@@ -466,6 +494,12 @@ _register(Shim("keras_resnet", ("object_detection.models.keras_models.resnet_v1"
 _register(Shim("tensorflow_io", ("object_detection.meta_architectures.deepmac_meta_arch",),
                "tensorflow_io imported at import time (deepmac_meta_arch.py:28)",
                before=_lazy_tensorflow_io))
+_register(Shim("offline_imagenet_weights",
+               ("object_detection.models.center_net_mobilenet_v2_fpn_feature_extractor",),
+               "ImageNet weights downloaded at model build "
+               "(center_net_mobilenet_v2_fpn_feature_extractor.py:156); offline they are "
+               "skipped with a warning unless cached",
+               after=_offline_imagenet_weights))
 
 
 # --------------------------------------------------------------------------- #
