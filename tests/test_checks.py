@@ -158,3 +158,48 @@ def test_prepare_check_only_writes_nothing_and_strict_fails(tmp_path):
     assert not (tmp_path / "data" / "x").exists()
     assert main(["prepare", str(tmp_path / "labels.csv"), "--format", "csv", "--name", "x",
                  "--out-root", str(tmp_path / "data"), "--check-only"]) == 1
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True},
+                                     {"restart_marker_blocks": 1}, {"quality": 100}],
+                         ids=["baseline", "progressive", "restart-markers", "q100"])
+def test_jpeg_structure_check_accepts_valid_and_refuses_every_cut(tmp_path, options):
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **options)
+    raw = buf.getvalue()
+    assert checks.jpeg_structure_error(raw) is None
+    assert checks.jpeg_structure_error(raw + b"trailing bytes") is None
+    cut = [k for k in range(len(raw) - 1) if checks.jpeg_structure_error(raw[:k]) is None]
+    assert cut == []
+
+
+def test_structure_check_agrees_with_tensorflows_decoder(tmp_path):
+    """What the cheap check refuses is what tf.io.decode_jpeg (the OD API's decoder)
+    fails on, and what it accepts TensorFlow decodes."""
+    import tensorflow as tf
+
+    path = _jpeg(tmp_path / "a.jpg", size=(64, 48))
+    raw = path.read_bytes()
+    scan, frame = raw.index(b"\xff\xda"), raw.index(b"\xff\xc0")
+    zeros = bytearray(raw)
+    zeros[scan + 20:scan + 40] = bytes(20)  # noise inside the coded data
+    header = bytearray(raw)
+    header[frame + 9] = 7  # a frame header with 7 colour components
+    length = bytearray(raw)
+    length[frame + 2:frame + 4] = b"\xff\xf0"  # a segment longer than the file
+    variants = {"valid": raw, "zeros": bytes(zeros), "header": bytes(header),
+                "length": bytes(length), "cut": raw[: len(raw) * 2 // 3]}
+    for name, data_ in variants.items():
+        target = tmp_path / f"{name}.jpg"
+        target.write_bytes(data_)
+        ours = isinstance(checks.inspect_image(target), checks.ImageInfo)
+        try:
+            tf.io.decode_jpeg(data_)
+            theirs = True
+        except tf.errors.InvalidArgumentError:
+            theirs = False
+        assert ours == theirs, name
+        assert ours == isinstance(checks.inspect_image(target, decode="always"),
+                                  checks.ImageInfo), name

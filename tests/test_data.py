@@ -507,3 +507,12 @@ def test_parity_with_create_pascal_tf_record(voc, tmp_path):
     ours_keys = set(tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(
         tf.io.gfile.glob(data.split_pattern(result["dir"], "train"))))).numpy()).features.feature)
     assert ours_keys - next(iter(raw.values())) == {"image/object/is_crowd"}
+
+
+def test_csv_with_excel_bom_header(voc, tmp_path):
+    name = sorted((voc / "JPEGImages").glob("*.jpg"))[0].name
+    path = tmp_path / "labels.csv"
+    path.write_bytes("\ufefffilename,width,height,class,xmin,ymin,xmax,ymax\n".encode()
+                     + f"{name},160,160,circle,1,2,30,40\n".encode())
+    [record] = data.read_csv(path, image_dir=voc / "JPEGImages")
+    assert [(b.name, b.xmax) for b in record.boxes] == [("circle", 30.0)]

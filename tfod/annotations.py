@@ -12,6 +12,7 @@ Formats: Pascal VOC XML, COCO JSON (instances), CSV
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -109,18 +110,36 @@ def split_from_name(name: str) -> str | None:
 # --------------------------------------------------------------------------- #
 # Readers
 # --------------------------------------------------------------------------- #
-def _xml_text(node, path: str, where: str, cast=str, default=None):
-    child = node.find(path)
-    if child is None or child.text is None or not child.text.strip():
+def _children(node) -> dict[str, str]:
+    """Tag -> stripped text of a node's direct children (first one wins)."""
+    out: dict[str, str] = {}
+    for child in node:
+        tag = child.tag if isinstance(child.tag, str) else ""
+        if tag and tag not in out:
+            out[tag] = (child.text or "").strip()
+    return out
+
+
+def _field(fields: dict[str, str], tag: str, where: str, cast=str, default=None):
+    text = fields.get(tag, "")
+    if not text:
         if default is not None:
             return default
-        raise DatasetError(f"missing <{path}>", where=where,
+        raise DatasetError(f"missing <{tag}>", where=where,
                            fix="add the field or remove the file from the dataset")
     try:
-        return cast(child.text.strip())
+        return cast(text)
     except (ValueError, OverflowError):
-        raise DatasetError(f"<{path}> is {child.text.strip()!r}, not a number", where=where,
+        raise DatasetError(f"<{tag}> is {text!r}, not a valid number", where=where,
                            fix="correct the value") from None
+
+
+def _flag(text: str) -> bool:
+    return bool(int(text))
+
+
+def _pixels(text: str) -> int:
+    return int(float(text))
 
 
 def _finite(text: str) -> float:
@@ -130,34 +149,49 @@ def _finite(text: str) -> float:
     return value
 
 
+@functools.lru_cache(maxsize=1)
+def _xml_parser():
+    """No entity expansion, no DTD, no network: annotation files may come from anyone."""
+    from lxml import etree
+
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           huge_tree=False)
+
+
 def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path],
                    allow_outside: bool = False) -> Record:
     from lxml import etree
 
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    parser = _xml_parser()
     where = str(xml_path)
     try:
         root = etree.parse(str(xml_path), parser).getroot()
     except (etree.XMLSyntaxError, OSError) as exc:
         raise DatasetError(f"cannot parse XML ({exc})", where=where,
                            fix="repair or remove the file") from None
-    filename = _xml_text(root, "filename", where)
+    top = _children(root)
+    filename = _field(top, "filename", where)
     image_path = _find_image([filename] + [xml_path.stem + s for s in IMAGE_SUFFIXES],
                              image_dirs, allow_outside, where)
-    width = _xml_text(root, "size/width", where, lambda v: int(float(v)), 0)
-    height = _xml_text(root, "size/height", where, lambda v: int(float(v)), 0)
+    size_node = root.find("size")
+    size = _children(size_node) if size_node is not None else {}
+    width = _field(size, "width", where, _pixels, 0)
+    height = _field(size, "height", where, _pixels, 0)
     boxes = []
-    for i, obj in enumerate(root.findall("object"), 1):
+    for i, obj in enumerate(root.iterfind("object"), 1):
         bwhere = f"{where} object {i}"
+        fields = _children(obj)
+        bnd_node = obj.find("bndbox")
+        bnd = _children(bnd_node) if bnd_node is not None else {}
         boxes.append(Box(
-            name=_xml_text(obj, "name", bwhere),
-            xmin=_xml_text(obj, "bndbox/xmin", bwhere, _finite),
-            ymin=_xml_text(obj, "bndbox/ymin", bwhere, _finite),
-            xmax=_xml_text(obj, "bndbox/xmax", bwhere, _finite),
-            ymax=_xml_text(obj, "bndbox/ymax", bwhere, _finite),
-            difficult=_xml_text(obj, "difficult", bwhere, lambda v: bool(int(v)), "0"),
-            truncated=_xml_text(obj, "truncated", bwhere, lambda v: bool(int(v)), "0"),
-            pose=_xml_text(obj, "pose", bwhere, str, "Unspecified"),
+            name=_field(fields, "name", bwhere),
+            xmin=_field(bnd, "xmin", bwhere, _finite),
+            ymin=_field(bnd, "ymin", bwhere, _finite),
+            xmax=_field(bnd, "xmax", bwhere, _finite),
+            ymax=_field(bnd, "ymax", bwhere, _finite),
+            difficult=_field(fields, "difficult", bwhere, _flag, False),
+            truncated=_field(fields, "truncated", bwhere, _flag, False),
+            pose=_field(fields, "pose", bwhere, str, "Unspecified"),
         ))
     return Record(image_path=image_path, width=width, height=height, boxes=boxes,
                   source=where)
@@ -240,18 +274,25 @@ def _find_image(names: str | Sequence[str], dirs: Sequence[Path],
         if "\x00" in name:
             raise DatasetError(f"file name {name!r} contains a NUL byte", where=where,
                                fix="correct the file name")
-    candidates = [d / n for n in names for d in dirs]
-    candidates += [d / Path(n).name for n in names for d in dirs if Path(n).name != n]
-    existing = [c for c in candidates if c.is_file()]
-    inside = [c for c in existing if _inside(c, dirs)]
-    if inside:
-        return inside[0]
-    if existing and not allow_outside:
+    def candidates():  # lazily: most images are found at the first or second try
+        yield from (d / n for n in names for d in dirs)
+        for n in names:
+            base = os.path.basename(n)
+            if base != n:
+                yield from (d / base for d in dirs)
+
+    outside = None
+    for candidate in candidates():  # stops at the first existing file inside
+        if candidate.is_file():
+            if _inside(candidate, dirs):
+                return candidate
+            outside = outside or candidate
+    if outside is not None and not allow_outside:
         raise PathOutsideError(f"image path {names[0]!r} leads outside the dataset folder "
-                               f"(to {existing[0]})", where=where,
+                               f"(to {outside})", where=where,
                                fix="move the image into the dataset, or pass "
                                    "--allow-outside-paths if you trust this annotation file")
-    return existing[0] if existing else candidates[0]
+    return outside or dirs[0] / names[0]
 
 
 def _number(value: str, where: str, what: str) -> float:

@@ -181,41 +181,48 @@ def _encoded_image(record: Record) -> tuple[bytes, int, int]:
         return buf.getvalue(), img.width, img.height
 
 
-def record_to_example(record: Record, class_ids: dict[str, int]):
-    """A ``tf.train.Example`` with the keys ``create_pascal_tf_record`` writes
-    (plus ``image/object/is_crowd``)."""
-    import tensorflow as tf
-    from object_detection.utils import dataset_util as du
+def _sha256(record: Record, encoded: bytes) -> str:
+    info = record.image
+    if info is not None and not isinstance(info, str) and info.passthrough:
+        return info.sha256  # the checks hashed these very bytes
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def record_to_example(record: Record, class_ids: dict[str, int]) -> bytes:
+    """A serialised ``tf.train.Example`` with the keys ``create_pascal_tf_record``
+    writes (plus ``image/object/is_crowd``); built without TensorFlow
+    (:mod:`tfod.tfrecord`)."""
+    from tfod.tfrecord import example
 
     encoded, width, height = _encoded_image(record)
     boxes = record.boxes
-    feature = {
-        "image/height": du.int64_feature(height),
-        "image/width": du.int64_feature(width),
-        "image/filename": du.bytes_feature(record.image_path.name.encode()),
-        "image/source_id": du.bytes_feature(record.image_path.name.encode()),
-        "image/key/sha256": du.bytes_feature(hashlib.sha256(encoded).hexdigest().encode()),
-        "image/encoded": du.bytes_feature(encoded),
-        "image/format": du.bytes_feature(b"jpeg"),
-        "image/object/bbox/xmin": du.float_list_feature([b.xmin / width for b in boxes]),
-        "image/object/bbox/xmax": du.float_list_feature([b.xmax / width for b in boxes]),
-        "image/object/bbox/ymin": du.float_list_feature([b.ymin / height for b in boxes]),
-        "image/object/bbox/ymax": du.float_list_feature([b.ymax / height for b in boxes]),
-        "image/object/class/text": du.bytes_list_feature([b.name.encode() for b in boxes]),
-        "image/object/class/label": du.int64_list_feature([class_ids[b.name] for b in boxes]),
-        "image/object/difficult": du.int64_list_feature([int(b.difficult) for b in boxes]),
-        "image/object/truncated": du.int64_list_feature([int(b.truncated) for b in boxes]),
-        "image/object/view": du.bytes_list_feature([b.pose.encode() for b in boxes]),
-        "image/object/is_crowd": du.int64_list_feature([int(b.crowd) for b in boxes]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+    name = record.image_path.name.encode()
+    return example({
+        "image/height": [height],
+        "image/width": [width],
+        "image/filename": [name],
+        "image/source_id": [name],
+        "image/key/sha256": [_sha256(record, encoded).encode()],
+        "image/encoded": [encoded],
+        "image/format": [b"jpeg"],
+        "image/object/bbox/xmin": [b.xmin / width for b in boxes],
+        "image/object/bbox/xmax": [b.xmax / width for b in boxes],
+        "image/object/bbox/ymin": [b.ymin / height for b in boxes],
+        "image/object/bbox/ymax": [b.ymax / height for b in boxes],
+        "image/object/class/text": [b.name.encode() for b in boxes],
+        "image/object/class/label": [class_ids[b.name] for b in boxes],
+        "image/object/difficult": [int(b.difficult) for b in boxes],
+        "image/object/truncated": [int(b.truncated) for b in boxes],
+        "image/object/view": [b.pose.encode() for b in boxes],
+        "image/object/is_crowd": [int(b.crowd) for b in boxes],
+    })
 
 
 _CLASS_IDS: dict[str, int] = {}  # set before the writer pool forks
 
 
 def _serialize(record: Record) -> bytes:
-    return record_to_example(record, _CLASS_IDS).SerializeToString()
+    return record_to_example(record, _CLASS_IDS)
 
 
 def num_shards_for(records: Sequence[Record], shard_size_mb: float) -> int:
@@ -237,7 +244,7 @@ def write_tfrecords(records: Sequence[Record], out_dir: str | Path, split: str,
     Example:
         >>> write_tfrecords(records, "data/pets", "train", {"cat": 1}, num_shards=2)
     """
-    import tensorflow as tf
+    from tfod.tfrecord import TFRecordWriter
 
     global _CLASS_IDS
     out_dir = Path(out_dir)
@@ -246,7 +253,7 @@ def write_tfrecords(records: Sequence[Record], out_dir: str | Path, split: str,
     finals = [out_dir / f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord"
               for i in range(num_shards)]
     tmps = [f.with_name(f".{f.name}.partial") for f in finals]
-    writers = [tf.io.TFRecordWriter(str(t)) for t in tmps]
+    writers = [TFRecordWriter(t) for t in tmps]
     _CLASS_IDS = dict(class_ids)
     workers = default_workers(len(records)) if workers is None else workers
     examples = map_images(_serialize, list(records), workers, chunksize=8)
@@ -306,9 +313,16 @@ def _replace_dir(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _import_tensorflow() -> None:
-    import tensorflow  # noqa: F401
-    from object_detection.utils import dataset_util  # noqa: F401
+def _start_plots(stats: dict, splits: dict, out_dir: Path):
+    """Draw the statistics plots in a child process, while this one writes records."""
+    import multiprocessing
+
+    from tfod.stats import plot_stats
+
+    process = multiprocessing.get_context("fork").Process(
+        target=plot_stats, args=(stats, splits, out_dir), daemon=True)
+    process.start()
+    return process
 
 
 def _choose_classes(records: Sequence[Record], report: Report, classes) -> list[str]:
@@ -334,7 +348,7 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                     workers: int | None = None, stratify: bool = True,
                     plots: bool = True, progress: bool = False,
                     columns: dict[str, str] | None = None, allow_outside: bool = False,
-                    max_pixels: int = MAX_PIXELS) -> dict:
+                    max_pixels: int = MAX_PIXELS, decode: str = "auto") -> dict:
     """Annotations -> checked, split, sharded TFRecords + label map + manifest + stats.
 
     Every problem is counted and reported; invalid boxes and unusable images
@@ -343,15 +357,15 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     other classes are problems. ``check_only`` reads and checks, and writes
     nothing. ``columns`` maps CSV columns (see :func:`read_csv`). Images named by a
     path outside the dataset folders are refused unless ``allow_outside``; images
-    over ``max_pixels`` are refused before decoding. Output goes to a temporary folder renamed to ``<out_root>/<name>``
+    over ``max_pixels`` are refused before decoding; ``decode="always"`` decodes
+    every image instead of checking pass-through JPEGs' structure
+    (:func:`tfod.checks.inspect_image`). Output goes to a temporary folder renamed to ``<out_root>/<name>``
     at the end, so an interrupted run leaves no folder that looks complete.
 
     Example:
         >>> prepare_dataset("data/raw/voc", name="shapes", fmt="voc")
     """
-    import threading
-
-    from tfod.stats import dataset_stats, plot_stats, stats_table
+    from tfod.stats import dataset_stats, stats_table
 
     start = time.time()
     if fmt not in READERS:
@@ -365,12 +379,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     fixed = read_label_map(label_map) if label_map is not None else classes
     if fixed is not None:
         log.info("prepare: classes fixed by %s: %s", label_map or "--classes", ", ".join(fixed))
-    # TensorFlow's import (seconds) overlaps the image checks; it must finish
-    # before the writer pool forks.
-    importer = threading.Thread(target=_import_tensorflow, daemon=True)
     records = check_records(records, report, fixed, workers=workers, progress=progress,
-                            max_pixels=max_pixels,
-                            after_fork=None if check_only else importer.start)
+                            max_pixels=max_pixels, decode=decode)
     names = _choose_classes(records, report, fixed)
     if split and records and all(r.split for r in records):
         log.info("prepare: --split given: the dataset's own split is replaced")
@@ -402,15 +412,11 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     _remove_stale_partials(out_root, name)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=out_root))
     tmp_dir.chmod(0o755)
+    plotter = None
     try:
         (tmp_dir / "stats.json").write_text(json.dumps(stats, indent=2))
         (tmp_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2))
-        if plots:  # while TensorFlow is still importing
-            plot_stats(stats, splits, tmp_dir / "stats")
-        if importer.ident is None:  # started only once images are checked
-            _import_tensorflow()
-        else:
-            importer.join()
+        plotter = _start_plots(stats, splits, tmp_dir / "stats") if plots else None
         write_label_map(names, tmp_dir / "label_map.pbtxt")
         shards = {}
         for split_name, split_records_ in splits.items():
@@ -433,9 +439,17 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
             "fingerprint": _fingerprint(records),
             "seed": seed,
         }
+        if plotter is not None:
+            plotter.join()
+            if plotter.exitcode != 0:
+                log.warning("prepare: the statistics plots failed (exit %s); the data is "
+                            "complete, stats.json has the numbers", plotter.exitcode)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         _replace_dir(tmp_dir, final_dir)
     except BaseException:
+        if plotter is not None and plotter.is_alive():
+            plotter.terminate()
+            plotter.join()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     label_map_out = write_label_map(names, Path(label_map_dir) / f"{name}.pbtxt")
