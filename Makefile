@@ -14,22 +14,22 @@ NAME ?= demo
 TEMPLATE ?= ssd_mobilenet_v2_tiny
 RUN ?= $(NAME)
 STEPS ?= 2000
-FORMATS ?= saved_model,tflite
+FORMATS ?= all
 CONFIG ?= runs/$(RUN)/pipeline.config
 PORT ?= 6006
 
 .PHONY: help setup demo test test-all odapi-selftest prepare config train eval export \
-        predict tensorboard doctor bench freeze clean
+        predict tensorboard browser-check doctor bench freeze clean
 
 help:
 	@echo "make demo            whole path offline on a synthetic dataset (sets up .venv first)"
 	@echo "make test            unit + end-to-end tests (sets up .venv first)"
 	@echo "make setup           create .venv with the pinned stack and the OD API (sha256 checked)"
 	@echo "make odapi-selftest  the OD API's own TF2 unit tests under tfod's compat layer"
-	@echo "make prepare DATA=... FORMAT=voc NAME=..."
+	@echo "make prepare DATA=... FORMAT=voc|coco|csv|yolo NAME=... [SPLIT=train=0.8,val=0.2 LABEL_MAP=... IMAGES=... PREPARE_ARGS=--check-only]"
 	@echo "make config NAME=... TEMPLATE=... STEPS=..."
 	@echo "make train RUN=...   make eval RUN=...   make export RUN=... FORMATS=..."
-	@echo "make tensorboard     TensorBoard over runs/ on 127.0.0.1:$(PORT)"
+	@echo "make tensorboard     TensorBoard over runs/ on 127.0.0.1:$(PORT) (NGROK=1 AUTH=u:pw: tunnel)"
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
+# TensorBoard of a finished tiny run, loaded in headless Chromium: loss and mAP cards shown
+browser-check: $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PY) -m pytest -q -m slow tests/test_dashboard.py -k browser
+
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -58,8 +63,11 @@ odapi-selftest: $(STAMP)
 doctor: $(STAMP)
 	$(TFOD) doctor
 
+# optional: SPLIT=train=0.8,val=0.2 LABEL_MAP=label_maps/x.pbtxt IMAGES=dir PREPARE_ARGS="--strict"
 prepare: $(STAMP)
-	$(TFOD) prepare $(DATA) --format $(FORMAT) --name $(NAME)
+	$(TFOD) prepare $(DATA) --format $(FORMAT) --name $(NAME) \
+	  $(if $(SPLIT),--split $(SPLIT)) $(if $(LABEL_MAP),--label-map $(LABEL_MAP)) \
+	  $(if $(IMAGES),--images $(IMAGES)) $(PREPARE_ARGS)
 
 config: $(STAMP)
 	$(TFOD) config $(TEMPLATE) --data data/$(NAME) --steps $(STEPS) --out $(CONFIG)
@@ -73,8 +81,9 @@ eval: $(STAMP)
 export: $(STAMP)
 	$(TFOD) export runs/$(RUN) --formats $(FORMATS)
 
+# NGROK=1 adds a pyngrok tunnel (pip install 'tfod[ngrok]'); AUTH=user:password protects it
 tensorboard: $(STAMP)
-	$(TFOD) tensorboard --logdir runs --port $(PORT)
+	$(TFOD) tensorboard --logdir runs --port $(PORT) $(if $(NGROK),--ngrok) $(if $(AUTH),--auth "$(AUTH)")
 
 bench: $(STAMP)
 	$(PY) tools/bench/setup_and_demo.py

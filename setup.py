@@ -14,4 +14,6 @@ setup(
     packages=find_packages(include=["tfod", "tfod.*"]),
     package_data={"tfod": ["py.typed"]},
     entry_points={"console_scripts": ["tfod=tfod.cli:main"]},
+    # `tfod tensorboard --ngrok`: pip install 'tfod[ngrok]' (imported only when used)
+    extras_require={"ngrok": ["pyngrok>=7"]},
 )

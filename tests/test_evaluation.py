@@ -1,30 +1,212 @@
-"""tfod.evaluation: one pass over the eval split, COCO metrics written, then it returns."""
+"""tfod.evaluation: COCO metrics per checkpoint, per-class AP that works, PR/confusion PNGs,
+best checkpoint, --all and --watch that end."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import threading
+import time
 
+import numpy as np
 import pytest
 
 from conftest import TINY_STEPS
+from tfod import evaluation
 from tfod.errors import TrainError
 from tfod.evaluation import evaluate, metrics_table
 
+CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
 
-def test_evaluate_once(tiny_run):
-    metrics = evaluate(tiny_run["run_dir"])
+
+def _coco(groundtruth, detections):
+    from object_detection.metrics import coco_tools
+
+    gt = coco_tools.COCOWrapper({"annotations": groundtruth, "categories": CATEGORIES,
+                                 "images": [{"id": i} for i in {g["image_id"] for g in
+                                                                groundtruth}]})
+    return gt, gt.LoadAnnotations(detections)
+
+
+def _box(image_id, cat, bbox, score=None, ann_id=None):
+    out = {"image_id": image_id, "category_id": cat, "bbox": list(bbox),
+           "area": bbox[2] * bbox[3], "iscrowd": 0}
+    if score is not None:
+        out["score"] = score
+    if ann_id is not None:
+        out["id"] = ann_id
+    return out
+
+
+GT = [_box(1, 1, (10, 10, 40, 40), ann_id=1), _box(1, 2, (60, 60, 30, 30), ann_id=2),
+      _box(2, 1, (5, 5, 50, 50), ann_id=3), _box(2, 2, (70, 10, 20, 40), ann_id=4)]
+DETS = [_box(1, 1, (10, 10, 40, 40), 0.9),      # cat found
+        _box(1, 1, (60, 60, 30, 30), 0.8),      # the dog called a cat
+        _box(2, 1, (5, 5, 50, 50), 0.7),        # cat found
+        _box(2, 2, (0, 80, 10, 10), 0.6)]       # a dog where there is nothing; the dog missed
+
+
+def test_category_stats_match_cocoeval_per_category():
+    from object_detection.metrics import coco_tools
+    from pycocotools.cocoeval import COCOeval
+
+    gt, dt = _coco(GT, DETS)
+    wrapper = coco_tools.COCOEvalWrapper(gt, dt)
+    wrapper.evaluate()
+    wrapper.accumulate()
+    stats = evaluation.category_stats(wrapper)
+    assert stats.shape == (12, 2)
+    for k, cat_id in enumerate((1, 2)):  # pycocotools alone, one category at a time
+        alone = COCOeval(gt, dt, "bbox")
+        alone.params.catIds = [cat_id]
+        alone.evaluate()
+        alone.accumulate()
+        alone.summarize()
+        np.testing.assert_allclose(stats[:, k], alone.stats, atol=1e-9)
+    assert stats[0, 0] > 0.8 and stats[0, 1] == 0.0  # cats found (one false cat), the dog never
+
+
+def test_od_api_per_category_metrics_work_under_the_fix():
+    from object_detection.core import standard_fields as fields
+    from object_detection.metrics import coco_evaluation
+
+    def fill(evaluator):
+        for image_id in (1, 2):
+            gts = [g for g in GT if g["image_id"] == image_id]
+            dets = [d for d in DETS if d["image_id"] == image_id]
+            yx = lambda b: [b[1], b[0], b[1] + b[3], b[0] + b[2]]  # noqa: E731
+            evaluator.add_single_ground_truth_image_info(image_id, {
+                fields.InputDataFields.groundtruth_boxes: np.array([yx(g["bbox"]) for g in gts],
+                                                                   float),
+                fields.InputDataFields.groundtruth_classes: np.array([g["category_id"]
+                                                                      for g in gts])})
+            evaluator.add_single_detected_image_info(image_id, {
+                fields.DetectionResultFields.detection_boxes: np.array([yx(d["bbox"])
+                                                                        for d in dets], float),
+                fields.DetectionResultFields.detection_scores: np.array([d["score"]
+                                                                         for d in dets]),
+                fields.DetectionResultFields.detection_classes: np.array([d["category_id"]
+                                                                          for d in dets])})
+
+    upstream = coco_evaluation.CocoDetectionEvaluator(CATEGORIES,
+                                                      include_metrics_per_category=True)
+    fill(upstream)
+    with pytest.raises(ValueError, match="Category stats"):  # the reported upstream bug
+        upstream.evaluate()
+    fixed = coco_evaluation.CocoDetectionEvaluator(CATEGORIES, include_metrics_per_category=True,
+                                                   all_metrics_per_category=True)
+    fill(fixed)
+    with evaluation._keep_coco_eval() as kept:
+        metrics = fixed.evaluate()
+    assert metrics["DetectionBoxes_PerformanceByCategory/mAP/cat"] > 0.8
+    assert metrics["DetectionBoxes_PerformanceByCategory/mAP/dog"] == 0.0
+    assert "DetectionBoxes_Precision/mAP@.50IOU ByCategory/cat" in metrics
+    assert len(kept) == 1 and kept[0].eval["precision"].shape[2] == 2
+    from object_detection.metrics import coco_tools
+    assert "summarize" not in coco_tools.COCOEvalWrapper.__dict__  # restored
+
+
+def test_confusion_matrix_counts():
+    matrix = evaluation.confusion_matrix(GT, DETS, [1, 2])
+    # rows ground truth cat, dog, background; columns predicted cat, dog, background
+    assert matrix.tolist() == [[2, 0, 0],
+                               [1, 0, 1],
+                               [0, 1, 0]]
+    # a higher score threshold drops the 0.6 dog: it no longer counts as a false positive
+    assert evaluation.confusion_matrix(GT, DETS, [1, 2], score_threshold=0.65)[2].tolist() == \
+        [0, 0, 0]
+
+
+def test_best_checkpoint_and_training_finished(tmp_path):
+    for n, step, value in ((2, 100, 0.3), (3, 200, 0.5), (4, 300, 0.4)):
+        (tmp_path / "eval" / f"ckpt-{n}").mkdir(parents=True)
+        (tmp_path / "eval" / f"ckpt-{n}" / "metrics.json").write_text(json.dumps(
+            {"checkpoint": str(tmp_path / f"ckpt-{n}"), "step": step,
+             evaluation.MAP: value, evaluation.MAP50: value + 0.3}))
+    best = evaluation.best_checkpoint(tmp_path / "eval")
+    assert best["step"] == 200 and best["mAP"] == 0.5
+    assert evaluation.best_checkpoint(tmp_path / "nothing") is None
+    for n in (1, 10, 2):
+        (tmp_path / f"ckpt-{n}.index").write_text("")
+    assert [p.rsplit("-", 1)[1] for p in evaluation.checkpoints(tmp_path)] == ["1", "2", "10"]
+    assert not evaluation._training_finished(tmp_path)
+    (tmp_path / "train_summary.json").write_text("{}")
+    assert evaluation._training_finished(tmp_path)
+
+
+def test_evaluate_all_writes_reports(tiny_run):
+    run_dir = tiny_run["run_dir"]
+    metrics = evaluate(run_dir, all_checkpoints=True)
+    # ckpt-1 is upstream's step-0 save without model variables: skipped, not evaluated
+    assert metrics["evaluated"] == ["ckpt-2"]
     assert metrics["step"] == TINY_STEPS
-    assert 0.0 <= metrics["DetectionBoxes_Precision/mAP"] <= 1.0
-    saved = json.loads((tiny_run["run_dir"] / "eval" / "metrics.json").read_text())
-    assert saved["DetectionBoxes_Precision/mAP@.50IOU"] == \
-        metrics["DetectionBoxes_Precision/mAP@.50IOU"]
-    assert list((tiny_run["run_dir"] / "eval").glob("events.out.tfevents.*"))
-    assert "AP @.50" in metrics_table(metrics)
+    assert 0.0 <= metrics[evaluation.MAP] <= 1.0
+    eval_dir = run_dir / "eval"
+    saved = json.loads((eval_dir / "metrics.json").read_text())
+    assert saved[evaluation.MAP50] == metrics[evaluation.MAP50]
+    assert json.loads((eval_dir / "ckpt-2" / "metrics.json").read_text())["step"] == TINY_STEPS
+    assert json.loads((eval_dir / "best.json").read_text())["checkpoint"].endswith("ckpt-2")
+    from object_detection.utils import label_map_util
+
+    names = sorted(label_map_util.get_label_map_dict(str(run_dir / "label_map.pbtxt")))
+    assert sorted(metrics["per_class"]) == sorted(names)
+    for name in names:  # the OD API's own per-category keys come out too
+        assert f"{evaluation.PER_CLASS_PREFIX}{name}" in metrics
+    counts = metrics["confusion_matrix"]["counts"]
+    assert len(counts) == len(names) + 1
+    for png in ("ckpt-2/pr_curves.png", "ckpt-2/confusion_matrix.png"):
+        assert (eval_dir / png).read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "plots" / "map.png").is_file()
+    from tfod.plots import read_scalars
+
+    scalars = read_scalars(eval_dir)
+    assert scalars[evaluation.MAP][-1][0] == TINY_STEPS
+    assert f"{evaluation.PER_CLASS_PREFIX}{names[0]}" in scalars
+    table = metrics_table(metrics)
+    assert "AP @.50" in table and names[0] in table
+
+
+def test_watch_follows_training_until_it_ends(tiny_run, tmp_path):
+    """--watch sees a checkpoint appear, evaluates it, and ends once train_summary.json exists."""
+    src = tiny_run["run_dir"]
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir, ignore=shutil.ignore_patterns(
+        "ckpt-2*", "checkpoint", "eval", "plots", "train_summary.json"))
+
+    def finish_training():
+        time.sleep(2)
+        for path in src.glob("ckpt-2*"):  # a save: the files, then the state file
+            shutil.copy(path, run_dir / path.name)
+        time.sleep(1)  # the half-written save is not picked up before the state file lists it
+        shutil.copy(src / "checkpoint", run_dir / "checkpoint")
+        time.sleep(1)
+        shutil.copy(src / "train_summary.json", run_dir / "train_summary.json")
+
+    trainer = threading.Thread(target=finish_training)
+    trainer.start()
+    metrics = evaluate(run_dir, watch=True, poll_seconds=0.5, timeout=600)
+    trainer.join()
+    assert metrics["evaluated"] == ["ckpt-2"]
+    assert metrics["best"]["step"] == TINY_STEPS
+    assert (run_dir / "eval" / "ckpt-2" / "metrics.json").is_file()
+
+
+def test_watch_timeout_and_bad_input(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run["run_dir"], run_dir, ignore=shutil.ignore_patterns(
+        "ckpt-2*", "eval", "plots", "train_summary.json"))
+    with pytest.raises(TrainError, match="no checkpoint was evaluated"):
+        evaluate(run_dir, watch=True, timeout=1, poll_seconds=0.2)
+    with pytest.raises(TrainError, match="checkpoint not found"):
+        evaluate(run_dir, checkpoint=str(run_dir / "ckpt-99"))
+    with pytest.raises(TrainError, match="--checkpoint"):
+        evaluate(run_dir, checkpoint=str(run_dir / "ckpt-1"), all_checkpoints=True)
+    empty = tmp_path / "empty"
+    shutil.copytree(run_dir, empty, ignore=shutil.ignore_patterns("ckpt-*", "checkpoint"))
+    with pytest.raises(TrainError, match="no checkpoint to evaluate"):
+        evaluate(empty)
 
 
 def test_evaluate_without_checkpoint(tmp_path):
-    (tmp_path / "pipeline.config").write_text("")
-    with pytest.raises(Exception):
-        evaluate(tmp_path)
     with pytest.raises(TrainError, match="not found"):
         evaluate(tmp_path / "missing")

@@ -167,10 +167,9 @@ def test_set_freeze_writes_config_fields(tiny_run):
 
 
 @pytest.mark.slow
-def test_freeze_trains_head_only(tiny_run, tmp_path, monkeypatch):
+def test_freeze_trains_head_only(tiny_run, tmp_path):
     """Resume the tiny run 2 more steps with the feature extractor frozen."""
     import tensorflow as tf
-    from object_detection import model_lib_v2
 
     from tfod.training import train
 
@@ -187,12 +186,6 @@ def test_freeze_trains_head_only(tiny_run, tmp_path, monkeypatch):
     cosine.total_steps, cosine.warmup_steps = 8, 1
     pipeline.save_configs(configs, config)
 
-    # the wiring tfod.training needs (model_lib_v2 ignores the freeze fields): the model
-    # the loop builds goes through pipeline.freeze_model
-    build = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"]
-    monkeypatch.setitem(model_lib_v2.MODEL_BUILD_UTIL_MAP, "detection_model_fn_base",
-                        lambda *a, **k: pipeline.freeze_model(build(*a, **k),
-                                                              configs["train_config"]))
     result = train(config, run_dir=run_dir, resume=True, num_steps=8, seed=0)
     assert result["step"] == 8
     after = tf.train.load_checkpoint(result["checkpoint"])
@@ -208,3 +201,22 @@ def test_freeze_trains_head_only(tiny_run, tmp_path, monkeypatch):
         np.testing.assert_array_equal(value, before.get_tensor(key), err_msg=key)
     changed = [k for k, v in head.items() if not np.array_equal(v, before.get_tensor(k))]
     assert len(changed) > len(head) // 2
+
+
+@pytest.mark.slow
+def test_train_fine_tunes_from_a_detection_checkpoint(tiny_run, tmp_path, caplog):
+    """tfod.train with a 3-class detection checkpoint into a 5-class model: upstream's
+    restore plus tfod's box-predictor restore run inside the real training loop."""
+    import logging
+
+    from tfod.training import train
+
+    caplog.set_level(logging.INFO)
+    labels = tmp_path / "five.pbtxt"
+    labels.write_text("".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in range(1, 6)))
+    config = pipeline.patch_pipeline(
+        tiny_run["config"], tmp_path / "five.config", label_map=labels, num_steps=2,
+        fine_tune_checkpoint=_latest(tiny_run["run_dir"]))
+    result = train(config, run_dir=tmp_path / "run", seed=0)
+    assert result["step"] == 2
+    assert "restored box predictor" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,18 @@ def test_resume_continues_to_new_total(tiny_run, tmp_path):
     assert train_mod.latest_step(run_dir) == TINY_STEPS + 2
 
 
+def test_multi_worker_needs_a_training_file_per_worker(tiny_run, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["h:1"],
+                                                            "worker": ["h:2", "h:3"]}}))
+    assert train_mod.num_workers() == 3
+    with pytest.raises(TrainError, match=r"1 training file\(s\) for 3 workers.*--shard-size-mb"):
+        train_mod.check_input_files(tiny_run["config"], 3)
+    train_mod.check_input_files(tiny_run["config"], 1)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(TrainError, match="TF_CONFIG"):
+        train_mod.num_workers()
+
+
 def test_unknown_strategy_and_multiworker_needs_tf_config(monkeypatch):
     with pytest.raises(TrainError, match="use one of"):
         train_mod.make_strategy("tpu")
@@ -93,3 +106,205 @@ def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
     assert summary["status"] == "interrupted"
     assert 0 < summary["step"] < 100000
     assert train_mod.latest_step(run_dir) == summary["step"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_no_step_beyond_the_last_checkpoint(tiny_run, tmp_path,
+                                                                      caplog):
+    """SIGKILL (no handler runs) after a periodic checkpoint: --resume starts from that
+    checkpoint's step and finishes at exactly num_steps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "pipeline.config"
+    config.write_text(tiny_run["config"].read_text())
+    cmd = [sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+           str(tmp_path / "runs"), "--run", "kill", "--steps", "40", "--checkpoint-every", "10"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    run_dir = tmp_path / "runs" / "kill"
+    deadline = time.time() + 900
+    while train_mod.latest_step(run_dir) < 10 and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = train_mod.latest_step(run_dir)
+    assert 10 <= saved < 40 and not (run_dir / "train_summary.json").exists()
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tfod")
+    result = train_mod.train(config, run_dir=run_dir, resume=True, num_steps=40, seed=0)
+    assert result["step"] == 40 and train_mod.latest_step(run_dir) == 40
+    assert f"steps {saved}..40" in caplog.text  # resumed from the checkpoint, not from 0
+
+
+def _oom():
+    import tensorflow as tf
+
+    return tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor [2,160,160,3]")
+
+
+def test_out_of_memory_says_which_batch_to_try(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from object_detection import model_lib_v2
+
+    run_dir = tmp_path / "oom"
+    shutil.copytree(tiny_run["run_dir"], run_dir)
+
+    def train_loop(**kwargs):
+        raise _oom()
+
+    monkeypatch.setattr(model_lib_v2, "train_loop", train_loop)
+    with pytest.raises(TrainError, match=r"batch size 2.*lower the batch size to 1.*--auto-batch"):
+        train_mod.train(run_dir / "pipeline.config", run_dir=run_dir, resume=True,
+                        num_steps=TINY_STEPS + 2)
+
+
+def test_auto_batch_halves_the_batch_and_continues(tiny_run, tmp_path, monkeypatch):
+    """An injected OOM on the first call: batch 2 -> 1, learning rates halved, training
+    continues from the last checkpoint to the exact step count."""
+    import shutil
+
+    from object_detection import model_lib_v2
+
+    from tfod import pipeline
+
+    run_dir = tmp_path / "auto"
+    shutil.copytree(tiny_run["run_dir"], run_dir)
+    before = pipeline.load_configs(run_dir / "pipeline.config")["train_config"]
+    real_loop, calls = model_lib_v2.train_loop, []
+
+    def train_loop(**kwargs):
+        calls.append(kwargs["pipeline_config_path"])
+        if len(calls) == 1:
+            raise _oom()
+        return real_loop(**kwargs)
+
+    monkeypatch.setattr(model_lib_v2, "train_loop", train_loop)
+    result = train_mod.train(run_dir / "pipeline.config", run_dir=run_dir, resume=True,
+                             num_steps=TINY_STEPS + 2, auto_batch=True)
+    assert len(calls) == 2
+    assert result["step"] == TINY_STEPS + 2
+    assert train_mod.latest_step(run_dir) == TINY_STEPS + 2
+    assert result["batch_size"] == 1
+    assert result["batch_size_changes"] == [{"step": TINY_STEPS, "from": 2, "to": 1}]
+    after = pipeline.load_configs(run_dir / "pipeline.config")["train_config"]
+    assert after.batch_size == 1
+    lr_before = before.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
+    lr_after = after.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
+    assert lr_after.learning_rate_base == pytest.approx(lr_before.learning_rate_base / 2)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["batch_size"] == 1 and summary["loss"] > 0
+    assert (run_dir / "plots" / "loss.png").is_file()
+
+
+@pytest.mark.slow
+def test_multi_worker_two_local_processes(tiny_run, tmp_path):
+    """Two workers on 127.0.0.1 (TF_CONFIG each, --strategy multi-worker) train a few steps:
+    the chief's checkpoint of the last step is in the run folder; the other worker's
+    checkpoints went to a temporary folder that is gone afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    from tfod.dashboard import free_port
+
+    from tfod.data import prepare_dataset
+    from tfod.pipeline import patch_pipeline_for_dataset
+
+    # the OD API gives each worker whole files: write the training split as several shards
+    prepared = prepare_dataset(tiny_run["root"] / "raw", "mw", out_root=tmp_path / "data",
+                               label_map_dir=tmp_path / "label_maps", shard_size_mb=0.01)
+    assert len(json.loads((Path(prepared["dir"]) / "manifest.json").read_text())["splits"]["train"]
+               ["shards"]) >= 2
+    config = patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", tmp_path / "pipeline.config",
+                                        data_dir=prepared["dir"], num_steps=4, batch_size=2)
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+             str(tmp_path / "runs"), "--run", "mw", "--steps", "4", "--strategy",
+             "multi-worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))
+    outputs = [p.communicate(timeout=1200)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    run_dir = tmp_path / "runs" / "mw"
+    assert train_mod.latest_step(run_dir) == 4
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["step"] == 4 and summary["status"] == "finished"
+    assert "2 replica(s)" in outputs[0] and "CollectiveAllReduce" in outputs[0]
+    assert not list(run_dir.rglob("temp_worker_*"))  # the non-chief's writes, cleaned up
+    assert "temp_worker_001" in outputs[1] and "temp_worker" not in outputs[0]
+
+
+def test_plots_of_a_run_from_its_event_files(tmp_path):
+    """tfod.plots reads TF2 scalar summaries (tensors) and draws loss, LR and mAP PNGs."""
+    import tensorflow as tf
+
+    from tfod import plots
+
+    run_dir = tmp_path / "run"
+    writer = tf.summary.create_file_writer(str(run_dir / "train"))
+    with writer.as_default():
+        for step in (10, 20, 30):
+            tf.summary.scalar("Loss/total_loss", 3.0 / step, step=step)
+            tf.summary.scalar("learning_rate", 0.01 * step, step=step)
+    writer.close()
+    scalars = plots.read_scalars(run_dir / "train")
+    assert [s for s, _ in scalars["Loss/total_loss"]] == [10, 20, 30]
+    assert scalars["learning_rate"][-1][1] == pytest.approx(0.3)
+    assert [p.name for p in plots.plot_run(run_dir)] == ["loss.png", "learning_rate.png"]
+    for step, value in ((10, 0.2), (30, 0.5)):
+        (run_dir / "eval" / f"ckpt-{step}").mkdir(parents=True)
+        (run_dir / "eval" / f"ckpt-{step}" / "metrics.json").write_text(json.dumps(
+            {"step": step, "DetectionBoxes_Precision/mAP": value,
+             "DetectionBoxes_Precision/mAP@.50IOU": value + 0.3}))
+    assert [m["step"] for m in plots.eval_history(run_dir)] == [10, 30]
+    written = plots.plot_run(run_dir)
+    assert [p.name for p in written] == ["loss.png", "learning_rate.png", "map.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    assert plots.plot_run(tmp_path / "empty") == []
+
+
+@pytest.mark.slow
+def test_early_stop_after_patience_evaluations(tiny_run, tmp_path, monkeypatch):
+    """Train in segments of checkpoint_every steps with an eval after each (scripted mAPs):
+    stops once mAP has not improved `patience` times, before num_steps."""
+    import shutil
+
+    from tfod import evaluation
+
+    run_dir = tmp_path / "early"
+    shutil.copytree(tiny_run["run_dir"], run_dir, ignore=shutil.ignore_patterns("eval"))
+    scripted = iter([0.10, 0.20, 0.15, 0.12, 0.9])
+    evaluated = []
+
+    def fake_evaluate(run):
+        step = train_mod.latest_step(run)
+        value = next(scripted)
+        folder = run_dir / "eval" / f"ckpt-at-{step}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(
+            {"checkpoint": str(run_dir / f"ckpt-at-{step}"), "step": step,
+             evaluation.MAP: value}))
+        evaluated.append(step)
+        return {evaluation.MAP: value, "step": step}
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    result = train_mod.train(run_dir / "pipeline.config", run_dir=run_dir, resume=True,
+                             num_steps=TINY_STEPS + 10, checkpoint_every=2, early_stop=2)
+    assert evaluated == [TINY_STEPS + 2, TINY_STEPS + 4, TINY_STEPS + 6, TINY_STEPS + 8]
+    assert result["status"] == "early-stopped" and result["step"] == TINY_STEPS + 8
+    assert result["early_stop"]["best"]["step"] == TINY_STEPS + 4
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["status"] == "early-stopped"
+    assert train_mod.latest_step(run_dir) == TINY_STEPS + 8

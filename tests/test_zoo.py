@@ -8,8 +8,12 @@ import http.server
 import io
 import json
 import re
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +55,7 @@ class _Server:
     """http.server on 127.0.0.1 (free port, own thread) serving bytes at /<name>.tar.gz.
 
     mode "range": honours Range; "ignore_range": always sends the whole file;
-    "truncate": announces the full length, sends half, closes.
+    "truncate": announces the full length, sends half, closes; "trickle": 1 KiB every 20 ms.
     """
 
     def __init__(self, data: bytes, mode: str = "range"):
@@ -80,6 +84,13 @@ class _Server:
                 self.end_headers()
                 if server.mode == "truncate":
                     body = body[: len(body) // 2]
+                if server.mode == "trickle":  # slowly, so a test can kill the client
+                    for i in range(0, len(body), 1024):
+                        self.wfile.write(body[i:i + 1024])
+                        self.wfile.flush()
+                        server.sent += len(body[i:i + 1024])
+                        time.sleep(0.02)
+                    return
                 self.wfile.write(body)
                 server.sent += len(body)
                 self.close_connection = True
@@ -272,3 +283,30 @@ def test_archive_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(ZooError, match="no checkpoint/ckpt-"):
         zoo.install(NAME, from_file=bad, dest=tmp_path / "pretrained")
     assert list((tmp_path / "pretrained").iterdir()) == []
+
+
+def test_killed_download_installs_nothing_and_resumes(archive, tmp_path):
+    """SIGKILL in the middle of `tfod zoo download`: no pretrained/<name>/, a .part
+    file; the same command again fetches only the rest and installs."""
+    data = archive["data"]
+    part = tmp_path / f"{NAME}.tar.gz.part"
+    with _Server(data, mode="trickle") as server:
+        proc = subprocess.Popen([sys.executable, "-m", "tfod.cli", "zoo", "download", NAME,
+                                 "--url", server.url(), "--dest", str(tmp_path),
+                                 "--sha256", archive["sha256"]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while (not part.is_file() or part.stat().st_size < 4096) and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / NAME).exists()
+    assert [p.name for p in tmp_path.iterdir()] == [part.name]  # nothing else, nothing final
+    kept = part.stat().st_size
+    assert 0 < kept < len(data) and part.read_bytes() == data[:kept]
+    with _Server(data) as server:
+        zoo.download(NAME, dest=tmp_path, url=server.url(), sha256=archive["sha256"],
+                     progress=False)
+    assert [r.get("Range") for r in server.requests] == [f"bytes={kept}-"]
+    assert (tmp_path / NAME / "zoo.json").is_file()

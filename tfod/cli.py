@@ -22,18 +22,21 @@ COMMANDS = {
                "--out runs/pets/pipeline.config"),
     "train": ("train with the OD API's loop; exact steps, checkpoint at the end",
               "tfod train runs/pets/pipeline.config --run pets"),
-    "eval": ("COCO mAP of a run's latest checkpoint, once",
+    "eval": ("COCO mAP, per-class AP, PR curves of a run's latest (--all, --watch) checkpoints",
              "tfod eval runs/pets"),
-    "export": ("SavedModel and TFLite into exports/<run>/, each loaded and run",
-               "tfod export runs/pets --formats saved_model,tflite"),
+    "export": ("SavedModel, frozen graph, TFLite (float32/fp16/dynamic/int8) into "
+               "exports/<run>/, each scored on the val split (report.md)",
+               "tfod export runs/pets --formats all"),
     "predict": ("detect objects in images with an exported model",
                 "tfod predict photos/ --model exports/pets/saved_model --out predictions"),
     "doctor": ("check the installation: versions, devices, compat shims, a tiny model",
                "tfod doctor"),
     "demo": ("the whole path offline on a synthetic dataset",
              "tfod demo --steps 2000"),
-    "tensorboard": ("TensorBoard over the runs folder, on 127.0.0.1",
+    "tensorboard": ("TensorBoard over the runs folder, on 127.0.0.1; --ngrok for a tunnel",
                     "tfod tensorboard --logdir runs --port 6006"),
+    "runs": ("table of runs (model, batch, steps, loss, mAP, duration); diff A B of configs",
+             "tfod runs diff pets_b8 pets_b16"),
     "zoo": ("TF2 Detection Zoo models: list, info, verified download, install from a file",
             "tfod zoo download ssd_mobilenet_v2_fpnlite_320"),
 }
@@ -171,25 +174,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="auto",
                    choices=["auto", "cpu", "gpu", "mirrored", "multi-worker"])
+    p.add_argument("--auto-batch", action="store_true",
+                   help="out of memory: halve the batch (and learning rate), continue")
+    p.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                   help="eval every --checkpoint-every steps; stop after PATIENCE evals "
+                        "without a better mAP")
 
     p = _add(sub, "eval")
     p.add_argument("run", help="run folder (or pipeline.config)")
     p.add_argument("--checkpoint", help="checkpoint prefix (default: latest)")
+    p.add_argument("--all", action="store_true", help="every checkpoint of the run")
+    p.add_argument("--watch", action="store_true",
+                   help="follow a training run: evaluate new checkpoints until it ends")
+    p.add_argument("--timeout", type=float, help="--watch gives up after SECONDS")
 
     p = _add(sub, "export")
     p.add_argument("run", help="run folder (or pipeline.config)")
     p.add_argument("--out", help="default exports/<run>")
-    p.add_argument("--formats", default="saved_model,tflite")
-    p.add_argument("--checkpoint")
+    p.add_argument("--formats", default="all",
+                   help="comma list of all, saved_model, frozen_graph, tflite, tflite_fp16, "
+                        "tflite_dynamic, tflite_int8 (default: all the model supports)")
+    p.add_argument("--checkpoint", help="checkpoint prefix, 'best' (eval/best.json) or "
+                   "'latest' (default)")
     p.add_argument("--max-detections", type=int, default=10, help="TFLite detections")
+    p.add_argument("--input-type", default="image_tensor",
+                   choices=["image_tensor", "float_image_tensor",
+                            "encoded_image_string_tensor", "tf_example"],
+                   help="SavedModel input (float_image_tensor or encoded_image_string_tensor "
+                        "allow batched predict)")
+    p.add_argument("--calibration-images", type=int, default=100,
+                   help="training images for int8 calibration")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip scoring each artefact on the val split (size and latency only)")
+    p.add_argument("--eval-checkpoint", action="store_true",
+                   help="also evaluate the checkpoint when runs/<run>/eval/metrics.json is "
+                        "missing or of another checkpoint")
 
     p = _add(sub, "predict")
     p.add_argument("source", nargs="+", help="images, folders or globs")
-    p.add_argument("--model", required=True, help="saved_model folder or .tflite file")
+    p.add_argument("--model", required=True,
+                   help="saved_model folder, frozen_graph.pb or .tflite file")
     p.add_argument("--out", default="predictions")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--label-map")
+    p.add_argument("--batch", type=int, default=1,
+                   help="images per call (SavedModel/frozen graph exported with "
+                        "float_image_tensor or encoded_image_string_tensor)")
+    p.add_argument("--csv", help="CSV of detections (default OUT/detections.csv)")
+    p.add_argument("--no-draw", action="store_true", help="no annotated images")
 
     _add(sub, "doctor")
 
@@ -203,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", default="runs")
     p.add_argument("--port", type=int, default=6006)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--ngrok", action="store_true",
+                   help="public tunnel with pyngrok (token: NGROK_AUTHTOKEN or ngrok's config)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="basic auth on the ngrok tunnel")
+
+    p = _add(sub, "runs")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "diff"])
+    p.add_argument("names", nargs="*", help="diff: two run names (or folders, configs)")
+    p.add_argument("--root", default="runs", help="runs folder")
+    p.add_argument("--json", action="store_true", help="list: JSON rows instead of a table")
 
     p = _add(sub, "zoo")
     zoo_sub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
@@ -284,21 +326,26 @@ def run(args: argparse.Namespace) -> object:
 
         return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
                      checkpoint_every=args.checkpoint_every, resume=args.resume,
-                     seed=args.seed, strategy=args.strategy, argv=sys.argv)
+                     seed=args.seed, strategy=args.strategy, auto_batch=args.auto_batch,
+                     early_stop=args.early_stop, argv=sys.argv)
     if cmd == "eval":
         from tfod.evaluation import evaluate
 
-        return evaluate(args.run, checkpoint=args.checkpoint)
+        return evaluate(args.run, checkpoint=args.checkpoint, all_checkpoints=args.all,
+                        watch=args.watch, timeout=args.timeout)
     if cmd == "export":
         from tfod.exporter import export
 
         return export(args.run, out_dir=args.out, formats=args.formats.split(","),
-                      checkpoint=args.checkpoint, max_detections=args.max_detections)
+                      checkpoint=args.checkpoint, max_detections=args.max_detections,
+                      input_type=args.input_type, calibration_images=args.calibration_images,
+                      evaluate=not args.no_eval, evaluate_checkpoint=args.eval_checkpoint)
     if cmd == "predict":
         from tfod.inference import predict
 
         return predict(args.source, args.model, out_dir=args.out, threshold=args.threshold,
-                       max_detections=args.max_detections, label_map=args.label_map)
+                       max_detections=args.max_detections, label_map=args.label_map,
+                       batch=args.batch, csv_path=args.csv, draw=not args.no_draw)
     if cmd == "doctor":
         from tfod.diagnostics import doctor
 
@@ -312,7 +359,19 @@ def run(args: argparse.Namespace) -> object:
     if cmd == "tensorboard":
         from tfod.dashboard import tensorboard
 
-        return tensorboard(args.logdir, port=args.port, host=args.host)
+        return tensorboard(args.logdir, port=args.port, host=args.host, ngrok=args.ngrok,
+                           auth=args.auth)
+    if cmd == "runs":
+        from tfod import runs
+
+        if args.action == "diff":
+            if len(args.names) != 2:
+                raise SystemExit("tfod runs diff: error: give two runs, e.g. tfod runs diff a b")
+            print(runs.diff_text(runs.diff_runs(*args.names, root=args.root)))
+            return None
+        rows = runs.list_runs(args.root)
+        print(json.dumps(rows, indent=2) if args.json else runs.runs_table(rows))
+        return None
     if cmd == "zoo":
         from tfod import zoo
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from tfod.annotations import (  # noqa: F401  (re-exported: data.read_voc etc.)
     CLIP_TOLERANCE, FORMATS, IMAGE_SUFFIXES, READERS, Box, Record, Report, read_coco,

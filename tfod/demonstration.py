@@ -64,8 +64,7 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
                    data_dir=prepared["dir"], num_steps=num_steps, batch_size=batch_size)
     stage("train", train, config, run_dir=run_dir, resume=True, seed=seed)
     metrics = stage("eval", evaluate, run_dir)
-    exported = stage("export", export, run_dir, out_dir=export_dir,
-                     formats=["saved_model", "tflite"])
+    exported = stage("export", export, run_dir, out_dir=export_dir, formats=["all"])
     val_ids = (raw / "ImageSets" / "Main" / "val.txt").read_text().split()[:6]
     images = [p for p in list_images(raw / "JPEGImages") if p.stem in set(val_ids)]
     predictions = stage("predict", predict, images, export_dir / "model_float32.tflite",
@@ -82,8 +81,10 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
     (export_dir / "demo.json").write_text(json.dumps(summary, indent=2))
     print(f"dataset:     {prepared['dir']} (label map {prepared['label_map']})")
     print(f"run:         {run_dir} (metrics {run_dir / 'eval' / 'metrics.json'})")
-    for name, path in summary["artefacts"].items():
-        print(f"export:      {path}")
+    for name, row in exported["artefacts"].items():
+        print(f"export:      {row['path']} ({row['bytes'] / 2**20:.1f} MB, "
+              f"mAP {row.get('mAP', float('nan')):.3f})")
+    print(f"report:      {exported['report']}")
     print(f"predictions: {predictions['out_dir']} ({predictions['detections']} detections "
           f"on {predictions['images']} val images)")
     print("stages:      " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))

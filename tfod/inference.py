@@ -1,9 +1,13 @@
-"""Run an exported model (SavedModel or TFLite) on images: annotated PNGs,
-COCO-style detections JSON.
+"""Run an exported model (SavedModel, frozen graph or TFLite) on images:
+annotated PNGs, detections as COCO-results JSON and as CSV.
 
 :func:`load_detector` gives one interface over every exported format: call it
 with an RGB uint8 image and get normalised boxes ``[ymin, xmin, ymax, xmax]``,
-1-based class ids and scores, best first.
+1-based class ids and scores, best first. :meth:`Detector.detect_batch` runs
+several images per call where the model's input allows it (SavedModels and
+frozen graphs exported with ``float_image_tensor`` for same-size images, or
+``encoded_image_string_tensor`` for any); ``image_tensor`` models and TFLite
+take one image per call.
 """
 
 from __future__ import annotations
@@ -30,28 +34,111 @@ class Detector:
 
     kind = "?"
     input_size: tuple[int, int] | None = None
+    #: largest number of images one call takes (None: any)
+    max_batch: int | None = 1
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def detect_batch(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Detections of several images, batched where the model allows it."""
+        return [self(image) for image in images]
 
-class SavedModelDetector(Detector):
+
+class _GraphDetector(Detector):
+    """A TensorFlow function with the OD API's serving inputs and outputs."""
+
+    input_dtype = "uint8"
+
+    def _setup(self, fn, input_dtype: str, batch_dim) -> None:
+        import tensorflow as tf
+
+        self._fn, self._tf = fn, tf
+        self.input_dtype = input_dtype
+        if input_dtype == "string" or batch_dim is None:
+            self.max_batch = None
+
+    def _feed(self, images: list[np.ndarray]):
+        tf = self._tf
+        if self.input_dtype == "uint8":
+            return tf.constant(np.stack(images).astype(np.uint8))
+        if self.input_dtype == "float32":
+            return tf.constant(np.stack(images).astype(np.float32))
+        return tf.stack([tf.io.encode_png(image) for image in images])
+
+    def _run(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        try:
+            out = self._fn(self._feed(images))
+        except self._tf.errors.InvalidArgumentError as exc:
+            raise ExportError(f"the model rejects images fed as {self.input_dtype} "
+                              f"({str(exc).splitlines()[0]})", where=str(self.path),
+                              fix="export with --input-type image_tensor, float_image_tensor "
+                                  "or encoded_image_string_tensor (tf_example needs "
+                                  "serialized tf.Examples)") from None
+        counts = out["num_detections"].numpy().reshape(-1).astype(int)
+        return [{"boxes": out["detection_boxes"].numpy()[i, :n],
+                 "classes": out["detection_classes"].numpy()[i, :n].astype(int),
+                 "scores": out["detection_scores"].numpy()[i, :n]}
+                for i, n in enumerate(counts)]
+
+    def __call__(self, image):
+        return self._run([image])[0]
+
+    def detect_batch(self, images):
+        if self.max_batch == 1 or len(images) == 1:
+            return [self(image) for image in images]
+        if self.input_dtype == "string":
+            return self._run(images)
+        # a float batch needs one image size: batch each size group
+        results: list = [None] * len(images)
+        groups: dict = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape, []).append(i)
+        for indices in groups.values():
+            for i, out in zip(indices, self._run([images[i] for i in indices])):
+                results[i] = out
+        return results
+
+
+class SavedModelDetector(_GraphDetector):
     kind = "saved_model"
 
     def __init__(self, path: Path):
         import tensorflow as tf
 
         self.path = path
-        self._fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-        self.input_size = None
-        self._tf = tf
+        self._loaded = tf.saved_model.load(str(path))  # keeps the variables alive
+        fn = self._loaded.signatures["serving_default"]
+        (key, spec), = fn.structured_input_signature[1].items()
+        self._key = key
+        self._setup(lambda x: fn(**{key: x}), spec.dtype.name, spec.shape[0])
 
-    def __call__(self, image):
-        out = self._fn(input_tensor=self._tf.constant(image[None].astype(np.uint8)))
-        n = int(out["num_detections"].numpy().reshape(-1)[0])
-        return {"boxes": out["detection_boxes"].numpy()[0, :n],
-                "classes": out["detection_classes"].numpy()[0, :n].astype(int),
-                "scores": out["detection_scores"].numpy()[0, :n]}
+
+class FrozenGraphDetector(_GraphDetector):
+    """``frozen_graph.pb`` imported with ``tf.compat.v1.import_graph_def``; the
+    tensor names come from ``frozen_graph.json`` beside it."""
+
+    kind = "frozen_graph"
+
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        self.path = path
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise ExportError("no tensor names recorded for this frozen graph",
+                              where=str(meta_path), fix="re-export with `tfod export "
+                              "--formats frozen_graph`")
+        meta = json.loads(meta_path.read_text())
+        (spec,) = meta["inputs"].values()
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(path.read_bytes())
+        wrapped = tf.compat.v1.wrap_function(
+            lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+        graph = wrapped.graph
+        fn = wrapped.prune(graph.as_graph_element(spec["name"]),
+                           {k: graph.as_graph_element(v) for k, v in meta["outputs"].items()})
+        self._setup(fn, spec["dtype"], None if spec["shape"][0] == -1 else spec["shape"][0])
 
 
 def _tflite_interpreter(path: Path, threads: int | None):
@@ -85,15 +172,14 @@ class TFLiteDetector(Detector):
         self._outputs = self.interpreter.get_output_details()
 
     def _prepare(self, image):
-        from PIL import Image
-
-        h, w = self.input_size
-        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), np.float32)
-        x = resized * self.meta["input_scale"] + self.meta["input_offset"]
+        x = tflite_input(image, self.input_size, self.meta["input_scale"],
+                         self.meta["input_offset"])
         if self._input["dtype"] != np.float32:
             scale, zero = self._input["quantization"]
-            x = np.round(x / scale + zero).astype(self._input["dtype"])
-        return x[None]
+            info = np.iinfo(self._input["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+            x = x.astype(self._input["dtype"])
+        return x
 
     def __call__(self, image):
         self.interpreter.set_tensor(self._input["index"], self._prepare(image))
@@ -106,8 +192,28 @@ class TFLiteDetector(Detector):
         n = int(count_arr.reshape(-1)[0])
         classes, scores = _classes_and_scores(flat[0][0, :n], flat[1][0, :n])
         classes, scores = classes[None], scores[None]
-        return {"boxes": boxes[0, :n], "classes": classes[0, :n].astype(int) + 1,
+        # the detection op does not clip to the image, the OD API's SavedModel does
+        return {"boxes": np.clip(boxes[0, :n], 0.0, 1.0),
+                "classes": classes[0, :n].astype(int) + 1,
                 "scores": scores[0, :n]}
+
+
+def tflite_input(image: np.ndarray, size: tuple[int, int], scale: float,
+                 offset: float) -> np.ndarray:
+    """A [1,H,W,3] float32 TFLite input: ``image`` resized (bilinear) to ``size``
+    and mapped to ``pixel * scale + offset``. Inference and int8 calibration
+    both use it, so calibration sees exactly what the model will be fed.
+
+    Example:
+        >>> tflite_input(np.zeros((90, 120, 3), np.uint8), (160, 160), 2 / 255, -1.0).shape
+        (1, 160, 160, 3)
+    """
+    from PIL import Image
+
+    h, w = size
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3]))
+                         .resize((w, h), Image.BILINEAR), np.float32)
+    return (resized * scale + offset)[None]
 
 
 def _classes_and_scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +228,8 @@ def _classes_and_scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def load_detector(path: str | Path, threads: int | None = None) -> Detector:
-    """A SavedModel folder or a ``.tflite`` file as a :class:`Detector`.
+    """A SavedModel folder, a frozen graph ``.pb`` or a ``.tflite`` file as a
+    :class:`Detector` (``threads``: TFLite interpreter threads).
 
     Example:
         >>> detector = load_detector("exports/demo/saved_model")
@@ -133,10 +240,15 @@ def load_detector(path: str | Path, threads: int | None = None) -> Detector:
         return SavedModelDetector(path)
     if path.is_dir() and (path / "saved_model" / "saved_model.pb").is_file():
         return SavedModelDetector(path / "saved_model")
+    if path.name == "saved_model.pb" and path.is_file():
+        return SavedModelDetector(path.parent)
+    if path.suffix == ".pb" and path.is_file():
+        return FrozenGraphDetector(path)
     if path.suffix == ".tflite" and path.is_file():
         return TFLiteDetector(path, threads)
     raise ExportError("not an exported model", where=str(path),
-                      fix="give a saved_model folder or a .tflite file from `tfod export`")
+                      fix="give a saved_model folder, a frozen_graph.pb or a .tflite file "
+                          "from `tfod export`")
 
 
 def list_images(source: str | Path | Iterable[str]) -> list[Path]:
@@ -171,54 +283,102 @@ def _find_label_map(model: Path) -> Path | None:
     return None
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ExportError(f"cannot read the image ({exc})", where=str(path),
+                          fix="remove or replace the file") from None
+
+
 def predict(source, model: str | Path, out_dir: str | Path = "predictions",
             threshold: float = 0.5, max_detections: int = 100,
-            label_map: str | Path | None = None, draw: bool = True) -> dict:
-    """Detect objects in images with an exported model; write annotated PNGs and
-    ``detections.json`` (COCO results format, ``image_id`` = file name).
+            label_map: str | Path | None = None, draw: bool = True, batch: int = 1,
+            csv_path: str | Path | None = None, threads: int | None = None) -> dict:
+    """Detect objects in images with an exported model (SavedModel folder, frozen
+    graph ``.pb`` or ``.tflite``); write annotated PNGs, ``detections.json``
+    (COCO results format, ``image_id`` = file name) and ``detections.csv``
+    (filename,width,height,class,score,xmin,ymin,xmax,ymax in pixels).
+
+    ``batch`` images go into one call when the model takes batches (see
+    :meth:`Detector.detect_batch`); ``image_tensor`` SavedModels and TFLite run
+    one image per call whatever ``batch`` says.
 
     Example:
         >>> predict("data/demo/voc/JPEGImages", "exports/demo/saved_model", "predictions")
     """
-    from PIL import Image, ImageOps
+    import csv
 
+    from PIL import Image
+    from tqdm import tqdm
+
+    if batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}", where="--batch",
+                          fix="use --batch 8, for example")
     images = list_images(source)
-    detector = load_detector(model)
+    detector = load_detector(model, threads=threads)
+    if batch > 1 and detector.max_batch == 1:
+        log.info("predict: %s takes one image per call; --batch %d runs them one by one "
+                 "(export with --input-type float_image_tensor or "
+                 "encoded_image_string_tensor to batch)", model, batch)
     label_map = Path(label_map) if label_map else _find_label_map(Path(model))
+    if label_map and not label_map.is_file():
+        raise ExportError("label map not found", where=str(label_map),
+                          fix="give the label_map.pbtxt written next to the exported model")
     categories = _category_index(label_map)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, per_image = [], {}
+    csv_path = Path(csv_path) if csv_path else out_dir / "detections.csv"
+    results, rows, per_image = [], [], {}
     t0 = time.time()
-    for path in images:
-        with Image.open(path) as img:
-            rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-        out = detector(rgb)
-        keep = np.flatnonzero(out["scores"] >= threshold)[:max_detections]
-        h, w = rgb.shape[:2]
-        per_image[path.name] = int(len(keep))
-        for i in keep:
-            ymin, xmin, ymax, xmax = (float(v) for v in out["boxes"][i])
-            cls = int(out["classes"][i])
-            results.append({"image_id": path.name, "category_id": cls,
-                            "category": categories.get(cls, {}).get("name", str(cls)),
-                            "bbox": [xmin * w, ymin * h, (xmax - xmin) * w, (ymax - ymin) * h],
-                            "score": float(out["scores"][i])})
-        if draw:
-            from object_detection.utils import visualization_utils as vu
+    with tqdm(total=len(images), unit="img", desc="predict", disable=None) as bar:
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            arrays = [_read_rgb(path) for path in chunk]
+            for path, rgb, out in zip(chunk, arrays, detector.detect_batch(arrays)):
+                keep = np.flatnonzero(out["scores"] >= threshold)[:max_detections]
+                h, w = rgb.shape[:2]
+                per_image[path.name] = int(len(keep))
+                for i in keep:
+                    ymin, xmin, ymax, xmax = (float(v) for v in out["boxes"][i])
+                    cls = int(out["classes"][i])
+                    name = categories.get(cls, {}).get("name", str(cls))
+                    score = float(out["scores"][i])
+                    results.append({"image_id": path.name, "category_id": cls,
+                                    "category": name,
+                                    "bbox": [xmin * w, ymin * h, (xmax - xmin) * w,
+                                             (ymax - ymin) * h], "score": score})
+                    rows.append([path.name, w, h, name, f"{score:.4f}", f"{xmin * w:.1f}",
+                                 f"{ymin * h:.1f}", f"{xmax * w:.1f}", f"{ymax * h:.1f}"])
+                if draw:
+                    from object_detection.utils import visualization_utils as vu
 
-            canvas = rgb.copy()
-            vu.visualize_boxes_and_labels_on_image_array(
-                canvas, out["boxes"][keep], out["classes"][keep], out["scores"][keep],
-                categories or {c: {"id": c, "name": str(c)} for c in set(out["classes"][keep])},
-                use_normalized_coordinates=True, min_score_thresh=threshold,
-                max_boxes_to_draw=max_detections, line_thickness=2)
-            Image.fromarray(canvas).save(out_dir / f"{path.stem}.png")
+                    canvas = rgb.copy()
+                    vu.visualize_boxes_and_labels_on_image_array(
+                        canvas, out["boxes"][keep], out["classes"][keep], out["scores"][keep],
+                        categories or {c: {"id": c, "name": str(c)}
+                                       for c in set(out["classes"][keep])},
+                        use_normalized_coordinates=True, min_score_thresh=threshold,
+                        max_boxes_to_draw=max_detections, line_thickness=2)
+                    Image.fromarray(canvas).save(out_dir / f"{path.stem}.png")
+            bar.update(len(chunk))
+    seconds = time.time() - t0
     tmp = out_dir / f".detections.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, out_dir / "detections.json")
-    seconds = time.time() - t0
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "width", "height", "class", "score",
+                         "xmin", "ymin", "xmax", "ymax"])
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)
     log.info("predict: %d images, %d detections >= %.2f with %s (%s) in %.1fs -> %s",
              len(images), len(results), threshold, model, detector.kind, seconds, out_dir)
     return {"images": len(images), "detections": len(results), "per_image": per_image,
-            "out_dir": str(out_dir), "seconds": seconds}
+            "out_dir": str(out_dir), "csv": str(csv_path), "seconds": seconds,
+            "images_per_second": len(images) / seconds if seconds else None}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import struct
 from pathlib import Path
-from typing import Iterable
 
 _MASK_DELTA = 0xA282EAD8
 

@@ -85,24 +85,70 @@ def make_strategy(name: str = "auto"):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def num_workers() -> int:
+    """Workers (chief included) in ``TF_CONFIG``'s cluster; 1 without it."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except ValueError:
+        raise TrainError("TF_CONFIG is not valid JSON", where="environment TF_CONFIG",
+                         fix='e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                         '"task": {"type": "worker", "index": 0}}') from None
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+def check_input_files(config_path: str | Path, workers: int) -> None:
+    """Each worker reads whole files (the OD API shards file names by worker): a worker
+    without a file ends its input at once and the collective step fails. Fail early."""
+    import tensorflow as tf
+
+    from tfod import pipeline
+
+    reader = pipeline.load_configs(config_path)["train_input_config"].tf_record_input_reader
+    files = sorted({f for pattern in reader.input_path for f in tf.io.gfile.glob(pattern)})
+    if len(files) < workers:
+        raise TrainError(f"{len(files)} training file(s) for {workers} workers: the OD API "
+                         "gives each worker whole files", where=f"{config_path} "
+                         "train_input_reader.tf_record_input_reader.input_path",
+                         fix=f"write at least {workers} shards (tfod prepare --shard-size-mb "
+                         "with a smaller size)")
+
+
 class _Captured:
     """The objects ``train_loop`` builds, recorded through its builder hooks."""
 
-    def __init__(self):
+    def __init__(self, train_config=None):
         self.model = None
         self.optimizer = None
         self.global_step = None
+        self.train_config = train_config
 
     @contextlib.contextmanager
     def hooks(self):
+        """Record the model, optimizer and step; apply the config's freeze fields to the
+        model (model_lib_v2 ignores them, tensorflow/models#10167); after upstream's
+        detection fine-tune restore, also restore the box predictor's class-count
+        independent parts (upstream restores only the feature extractor)."""
         from object_detection import model_lib_v2
+
+        from tfod import finetuning, pipeline
 
         build_model = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"]
         build_optimizer = model_lib_v2.optimizer_builder.build
+        load_fine_tune = model_lib_v2.load_fine_tune_checkpoint
 
         def model_fn(*args, **kwargs):
             self.model = build_model(*args, **kwargs)
+            if self.train_config is not None:
+                self.model = pipeline.freeze_model(self.model, self.train_config)
             return self.model
+
+        def fine_tune_fn(model, checkpoint_path, checkpoint_type, *args, **kwargs):
+            load_fine_tune(model, checkpoint_path, checkpoint_type, *args, **kwargs)
+            if checkpoint_type == "detection":
+                restored = finetuning.restore_box_predictor(model, checkpoint_path)
+                if restored:
+                    log.info("train: restored box predictor %s from %s",
+                             ", ".join(restored), checkpoint_path)
 
         def optimizer_fn(config, global_step=None):
             self.global_step = global_step
@@ -111,11 +157,13 @@ class _Captured:
 
         model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"] = model_fn
         model_lib_v2.optimizer_builder.build = optimizer_fn
+        model_lib_v2.load_fine_tune_checkpoint = fine_tune_fn
         try:
             yield self
         finally:
             model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"] = build_model
             model_lib_v2.optimizer_builder.build = build_optimizer
+            model_lib_v2.load_fine_tune_checkpoint = load_fine_tune
 
     def step(self) -> int:
         return int(self.global_step.numpy()) if self.global_step is not None else 0
@@ -226,92 +274,229 @@ def _log_to_file(run_dir: Path):
     return handler
 
 
+def _scale_learning_rate(configs: dict, factor: float) -> None:
+    from tfod import pipeline
+
+    scale = getattr(pipeline, "scale_learning_rate", None) or pipeline._scale_learning_rate
+    scale(configs, factor)
+
+
+def halve_batch(config_path: str | Path) -> tuple[int, int]:
+    """Halve ``train_config.batch_size`` in a config file, scaling the learning rates
+    linearly with it; returns (old, new) batch size.
+
+    Example:
+        >>> halve_batch("runs/pets/pipeline.config")
+        (16, 8)
+    """
+    from tfod import pipeline
+
+    configs = pipeline.load_configs(config_path)
+    old = int(configs["train_config"].batch_size)
+    new = max(1, old // 2)
+    configs["train_config"].batch_size = new
+    _scale_learning_rate(configs, new / old)
+    pipeline.save_configs(configs, config_path)
+    return old, new
+
+
+def _oom_error(exc, step: int, config: Path, batch: int) -> TrainError:
+    suggestion = (f"lower the batch size to {max(1, batch // 2)} (tfod config --batch-size "
+                  f"{max(1, batch // 2)}), or run with --auto-batch to halve it and continue"
+                  if batch > 1 else "the batch size is already 1: lower the image size or "
+                  "use a smaller model")
+    return TrainError(f"out of memory at step {step} with batch size {batch} "
+                      f"({(exc.message or '')[:200]})",
+                      where=f"{config} train_config.batch_size", fix=suggestion)
+
+
+def _final_loss(run_dir: Path) -> float | None:
+    from tfod.plots import read_scalars
+
+    points = read_scalars(run_dir / "train").get("Loss/total_loss")
+    return points[-1][1] if points else None
+
+
+def _after_training(run_dir: Path, result: dict) -> None:
+    """Final loss into the summary, and the run's plots (a failure here only warns)."""
+    from tfod import plots
+
+    try:
+        result["loss"] = _final_loss(run_dir)
+        plots.plot_run(run_dir)
+    except Exception as exc:  # noqa: BLE001  (plots must never cost a finished run)
+        log.warning("train: could not read the loss or draw plots: %s", exc)
+
+
 def train(config: str | Path, run: str | None = None, runs_root: str | Path = "runs",
           run_dir: str | Path | None = None, num_steps: int | None = None,
           checkpoint_every: int = 1000, max_to_keep: int = 5, resume: bool = False,
-          seed: int | None = 0, strategy: str = "auto", argv: list[str] | None = None) -> dict:
+          seed: int | None = 0, strategy: str = "auto", auto_batch: bool = False,
+          early_stop: int | None = None, argv: list[str] | None = None) -> dict:
     """Train a model from a pipeline config into a run folder.
 
     Stops at exactly ``num_steps`` (from the config unless given) and always
-    leaves a checkpoint of the last step, also on Ctrl-C or SIGTERM.
+    leaves a checkpoint of the last step, also on Ctrl-C or SIGTERM. Out of
+    memory raises a :class:`TrainError` with a batch size to try; with
+    ``auto_batch`` the batch is halved instead (learning rates scaled with it,
+    written to the run's ``pipeline.config``) and training continues from the
+    last checkpoint. Under ``multi-worker`` only the chief writes the run's
+    files; the other workers' checkpoints and summaries go to temporary folders.
+    ``early_stop=PATIENCE`` evaluates every ``checkpoint_every`` steps
+    (:func:`tfod.evaluation.evaluate`) and stops once mAP has not improved for
+    PATIENCE evaluations in a row (``eval/best.json`` names the best checkpoint).
 
     Example:
         >>> result = train("runs/demo/pipeline.config", run="demo", num_steps=600)
         >>> result["step"]
         600
     """
+    if early_stop:
+        return _train_with_early_stop(
+            config, early_stop, run=run, runs_root=runs_root, run_dir=run_dir,
+            num_steps=num_steps, checkpoint_every=checkpoint_every, max_to_keep=max_to_keep,
+            resume=resume, seed=seed, strategy=strategy, auto_batch=auto_batch, argv=argv)
     from tfod import pipeline
 
     config = Path(config)
+    # collective ops must be configured before TensorFlow does anything else
+    strat = make_strategy(strategy) if strategy == "multi-worker" else None
     pipeline.check_pipeline(config)
     run_dir = Path(run_dir) if run_dir else Path(runs_root) / (run or config.parent.name)
     resolved = run_dir / "pipeline.config"
-    if run_dir.exists() and any(run_dir.glob("ckpt-*")) and not resume:
+    chief = strat is None or strat.extended.should_checkpoint
+    if chief and run_dir.exists() and any(run_dir.glob("ckpt-*")) and not resume:
         raise TrainError("run folder already holds checkpoints", where=str(run_dir),
                          fix="pass --resume to continue it, or choose another --run name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if config.resolve() != resolved.resolve():
+    if chief and config.resolve() != resolved.resolve():
         shutil.copy(config, resolved)
+    if not chief:
+        resolved = config
     total = int(num_steps or pipeline.num_steps(resolved))
     if total <= 0:
         raise TrainError("num_steps is 0", where=f"{resolved} train_config.num_steps",
                          fix="set --steps N")
-    handler = _log_to_file(run_dir)
+    handler = _log_to_file(run_dir) if chief else None
     try:
-        _write_run_files(run_dir, resolved, argv)
+        if chief:
+            _write_run_files(run_dir, resolved, argv)
         import tensorflow as tf
         from object_detection import model_lib_v2
 
         if seed is not None:
             tf.keras.utils.set_random_seed(seed)
-        start = latest_step(run_dir)
+        start = first = latest_step(run_dir)
         if start >= total:
             log.info("train: %s is already at step %d of %d", run_dir, start, total)
             return {"run_dir": str(run_dir), "step": start, "checkpoint":
                     tf.train.latest_checkpoint(str(run_dir)), "seconds": 0.0}
-        per_iter = steps_per_iteration(total - start)
-        strat = make_strategy(strategy)
-        log.info("train: %s -> %s, steps %d..%d (%d per loop iteration), strategy %s, "
-                 "%d replica(s)", resolved, run_dir, start, total, per_iter,
-                 type(strat).__name__, strat.num_replicas_in_sync)
-        captured = _Captured()
-        progress = _Progress(captured, start, total)
+        if strat is not None:
+            check_input_files(resolved, num_workers())
+        strat = strat or make_strategy(strategy)
+        batch = int(pipeline.load_configs(resolved)["train_config"].batch_size)
+        batch_changes = []
         t0 = time.time()
         status = "finished"
-        with captured.hooks(), _interrupt_as_keyboard_interrupt(), strat.scope():
-            progress.start()
-            try:
-                model_lib_v2.train_loop(
-                    pipeline_config_path=str(resolved), model_dir=str(run_dir),
-                    train_steps=total, use_tpu=False, checkpoint_every_n=checkpoint_every,
-                    checkpoint_max_to_keep=max_to_keep, record_summaries=True,
-                    num_steps_per_iteration=per_iter)
-            except KeyboardInterrupt:
-                status = "interrupted"
-                log.warning("train: interrupted at step %d; saving a checkpoint",
-                            captured.step())
-            except tf.errors.ResourceExhaustedError as exc:
-                raise TrainError(f"out of memory at step {captured.step()} ({exc.message[:200]})",
-                                 where=f"{resolved} train_config.batch_size",
-                                 fix="lower the batch size (tfod config --batch-size N) or "
-                                 "the image size") from None
-            finally:
-                progress.done.set()
-                progress.join()
+        with _interrupt_as_keyboard_interrupt(), strat.scope():
+            while True:  # more than one pass only when --auto-batch halves the batch
+                per_iter = steps_per_iteration(total - start)
+                log.info("train: %s -> %s, steps %d..%d (%d per loop iteration), batch %d, "
+                         "strategy %s, %d replica(s)", resolved, run_dir, start, total,
+                         per_iter, batch, type(strat).__name__, strat.num_replicas_in_sync)
+                captured = _Captured(pipeline.load_configs(resolved)["train_config"])
+                progress = _Progress(captured, start, total)
+                oom = None
+                with captured.hooks():
+                    progress.start()
+                    try:
+                        model_lib_v2.train_loop(
+                            pipeline_config_path=str(resolved), model_dir=str(run_dir),
+                            train_steps=total, use_tpu=False,
+                            checkpoint_every_n=checkpoint_every,
+                            checkpoint_max_to_keep=max_to_keep, record_summaries=True,
+                            num_steps_per_iteration=per_iter)
+                    except KeyboardInterrupt:
+                        status = "interrupted"
+                        log.warning("train: interrupted at step %d; saving a checkpoint",
+                                    captured.step())
+                    except tf.errors.ResourceExhaustedError as exc:
+                        oom = exc
+                    finally:
+                        progress.done.set()
+                        progress.join()
+                if oom is None:
+                    break
+                if not auto_batch or batch <= 1:
+                    raise _oom_error(oom, captured.step(), resolved, batch) from None
+                old, batch = halve_batch(resolved)
+                start = latest_step(run_dir)
+                batch_changes.append({"step": start, "from": old, "to": batch})
+                log.warning("train: out of memory at step %d with batch size %d; --auto-batch: "
+                            "batch size %d (learning rates x%.3g) from the checkpoint of step "
+                            "%d", captured.step(), old, batch, batch / old, start)
             checkpoint = tf.train.latest_checkpoint(str(run_dir))
-            if latest_step(run_dir) != captured.step() or checkpoint is None:
+            if not chief:  # like upstream, every worker saves; the others to a temp folder
+                log.info("train: not the chief: this worker's checkpoint went to %s (removed)",
+                         captured.save(run_dir, strat, max_to_keep))
+            elif latest_step(run_dir) != captured.step() or checkpoint is None:
                 checkpoint = captured.save(run_dir, strat, max_to_keep) or checkpoint
         seconds = time.time() - t0
         step = captured.step()
         result = {"run_dir": str(run_dir), "step": step, "checkpoint": checkpoint,
-                  "seconds": seconds, "status": status,
-                  "steps_per_sec": (step - start) / seconds if seconds else 0.0}
-        (run_dir / "train_summary.json").write_text(json.dumps(result, indent=2))
+                  "seconds": seconds, "status": status, "batch_size": batch,
+                  "steps_per_sec": (step - first) / seconds if seconds else 0.0}
+        if batch_changes:
+            result["batch_size_changes"] = batch_changes
+        if chief:
+            _after_training(run_dir, result)
+            (run_dir / "train_summary.json").write_text(json.dumps(result, indent=2))
         log.info("train: %s at step %d/%d in %.0fs (%.2f steps/s); checkpoint %s", status,
                  step, total, seconds, result["steps_per_sec"], checkpoint)
         if status == "interrupted":
             raise KeyboardInterrupt
         return result
     finally:
-        logging.getLogger("tfod").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("tfod").removeHandler(handler)
+            handler.close()
+
+
+def _train_with_early_stop(config: str | Path, patience: int, **kwargs) -> dict:
+    """:func:`train` in segments of ``checkpoint_every`` steps, each followed by an eval."""
+    from tfod import evaluation, pipeline
+
+    if patience < 1 or kwargs["strategy"] == "multi-worker":
+        raise TrainError("--early-stop needs a patience >= 1 and one worker",
+                         where="--early-stop", fix="e.g. --early-stop 3, without multi-worker")
+    config = Path(config)
+    run_dir = Path(kwargs.pop("run_dir") or Path(kwargs["runs_root"]) / (
+        kwargs["run"] or config.parent.name))
+    total = int(kwargs.pop("num_steps") or pipeline.num_steps(config))
+    every = kwargs["checkpoint_every"]
+    best, since_best, history = -1.0, 0, []
+    step = latest_step(run_dir) if kwargs["resume"] else 0
+    t0 = time.time()
+    while step < total:
+        result = train(config, run_dir=run_dir, num_steps=min(total, step + every), **kwargs)
+        config, kwargs["resume"], step = run_dir / "pipeline.config", True, result["step"]
+        metrics = evaluation.evaluate(run_dir)
+        value = metrics[evaluation.MAP]
+        history.append({"step": step, "mAP": value})
+        if value > best:
+            best, since_best = value, 0
+        else:
+            since_best += 1
+        log.info("train: early stop: step %d mAP %.4f (best %.4f, %d/%d without gain)",
+                 step, value, best, since_best, patience)
+        if since_best >= patience and step < total:
+            log.warning("train: early stop at step %d of %d: mAP did not improve in %d "
+                        "evaluations; best %s", step, total, patience,
+                        evaluation.best_checkpoint(run_dir / "eval")["checkpoint"])
+            result["status"] = "early-stopped"
+            break
+    result.update(early_stop={"patience": patience, "history": history,
+                              "best": evaluation.best_checkpoint(run_dir / "eval")},
+                  seconds=time.time() - t0)
+    (run_dir / "train_summary.json").write_text(json.dumps(result, indent=2))
+    return result

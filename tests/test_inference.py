@@ -1,0 +1,143 @@
+"""tfod.inference: every exported format behind one Detector; predict's outputs and batching."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfod.errors import ExportError
+from tfod.inference import (_classes_and_scores, list_images, load_detector, predict,
+                            tflite_input)
+
+
+@pytest.mark.parametrize("model", ["saved_model", "frozen_graph.pb", "model_float32.tflite",
+                                   "model_int8.tflite"])
+def test_predict_writes_pngs_json_and_csv(tiny_export, tiny_run, tmp_path, model):
+    _, out = tiny_export
+    images = tiny_run["root"] / "raw" / "JPEGImages"
+    result = predict(str(images / "*.jpg"), out / model, tmp_path / "pred",
+                     threshold=0.0, max_detections=5)
+    assert result["images"] == 22
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 22
+    detections = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert len(detections) == result["detections"] == 22 * 5
+    assert {d["category"] for d in detections} <= {"circle", "square", "triangle"}
+    assert all(len(d["bbox"]) == 4 and 0 <= d["score"] <= 1 for d in detections)
+    with open(tmp_path / "pred" / "detections.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["filename", "width", "height", "class", "score",
+                             "xmin", "ymin", "xmax", "ymax"]
+    assert len(rows) == len(detections)
+    first, row = detections[0], rows[0]
+    assert row["filename"] == first["image_id"] and row["class"] == first["category"]
+    x, y, w, h = first["bbox"]
+    assert float(row["xmax"]) == pytest.approx(x + w, abs=0.06)
+    assert float(row["ymin"]) == pytest.approx(y, abs=0.06)
+    assert int(row["width"]) == 160 and int(row["height"]) == 160
+
+
+def test_threshold_and_max_detections(tiny_export, tiny_run, tmp_path):
+    _, out = tiny_export
+    image = sorted((tiny_run["root"] / "raw" / "JPEGImages").glob("*.jpg"))[0]
+    scores = load_detector(out / "saved_model")(np.asarray(Image.open(image)))["scores"]
+    cut = float(np.sort(scores)[-3])  # keeps the 3 best (ties aside)
+    result = predict(image, out / "saved_model", tmp_path / "p", threshold=cut, draw=False)
+    assert result["detections"] == int(np.sum(scores >= cut))
+    assert not list((tmp_path / "p").glob("*.png"))
+    result = predict(image, out / "saved_model", tmp_path / "q", threshold=0.0,
+                     max_detections=2, csv_path=tmp_path / "elsewhere.csv")
+    assert result["detections"] == 2
+    assert len((tmp_path / "elsewhere.csv").read_text().splitlines()) == 3
+
+
+def test_batched_predict_equals_one_by_one(tiny_run, tmp_path):
+    """SavedModels with a batch dimension (float_image_tensor here) take several
+    images per call; the detections are those of one image at a time."""
+    from tfod import pipeline
+    from tfod.exporter import _resolve, export_saved_model
+
+    config = tiny_run["run_dir"] / "pipeline.config"
+    saved = export_saved_model(config, _resolve(config, None), tmp_path / "float",
+                               input_type="float_image_tensor")
+    detector = load_detector(saved)
+    assert detector.max_batch is None
+    assert pipeline.image_size(pipeline.load_configs(config)) == (160, 160)
+    images = sorted((tiny_run["root"] / "raw" / "JPEGImages").glob("*.jpg"))[:8]
+    one = predict(images, saved, tmp_path / "one", threshold=0.0, draw=False, batch=1)
+    many = predict(images, saved, tmp_path / "many", threshold=0.0, draw=False, batch=8)
+    assert one["detections"] == many["detections"] > 0
+    a = json.loads((tmp_path / "one" / "detections.json").read_text())
+    b = json.loads((tmp_path / "many" / "detections.json").read_text())
+    assert [d["image_id"] for d in a] == [d["image_id"] for d in b]
+    assert [d["category_id"] for d in a] == [d["category_id"] for d in b]
+    np.testing.assert_allclose([d["score"] for d in a], [d["score"] for d in b], atol=1e-4)
+    np.testing.assert_allclose([d["bbox"] for d in a], [d["bbox"] for d in b], atol=1e-2)
+    # mixed sizes go in one batch per size
+    rgb = np.asarray(Image.open(images[0]).convert("RGB"))
+    small = np.asarray(Image.fromarray(rgb).resize((120, 90)))
+    outs = detector.detect_batch([rgb, small, rgb])
+    np.testing.assert_allclose(outs[0]["scores"], outs[2]["scores"], atol=1e-5)
+    np.testing.assert_allclose(outs[1]["scores"], detector(small)["scores"], atol=1e-4)
+
+
+def test_image_tensor_models_take_one_image_per_call(tiny_export, tiny_run):
+    _, out = tiny_export
+    for name in ("saved_model", "frozen_graph.pb", "model_float32.tflite"):
+        assert load_detector(out / name).max_batch == 1, name
+    rgb = np.asarray(Image.open(sorted((tiny_run["root"] / "raw" / "JPEGImages")
+                                       .glob("*.jpg"))[0]).convert("RGB"))
+    detector = load_detector(out / "saved_model")
+    a, b = detector.detect_batch([rgb, rgb])
+    np.testing.assert_array_equal(a["scores"], b["scores"])
+
+
+def test_cli_predict(tiny_export, tiny_run, tmp_path):
+    from tfod.cli import main
+
+    _, out = tiny_export
+    images = tiny_run["root"] / "raw" / "JPEGImages"
+    code = main(["predict", str(images), "--model", str(out / "frozen_graph.pb"),
+                 "--out", str(tmp_path / "cli"), "--threshold", "0", "--max-detections", "1",
+                 "--batch", "4", "--csv", str(tmp_path / "d.csv"), "--no-draw"])
+    assert code == 0
+    assert len((tmp_path / "d.csv").read_text().splitlines()) == 1 + 22
+    assert not list((tmp_path / "cli").glob("*.png"))
+
+
+def test_tflite_input_normalisation():
+    image = np.zeros((90, 120, 3), np.uint8)
+    image[..., 0] = 255
+    x = tflite_input(image, (160, 200), 2 / 255, -1.0)
+    assert x.shape == (1, 160, 200, 3) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, :, 0], 1.0, atol=1e-5)
+    np.testing.assert_allclose(x[0, :, :, 1], -1.0, atol=1e-5)
+
+
+def test_classes_and_scores_told_apart():
+    classes = np.array([2.0, 0.0, 1.0])
+    scores = np.array([0.9, 0.5, 0.1])
+    assert _classes_and_scores(scores, classes)[0] is classes
+    assert _classes_and_scores(classes, scores)[1] is scores
+
+
+def test_bad_inputs(tmp_path, tiny_export):
+    _, out = tiny_export
+    with pytest.raises(ExportError, match="not an exported model"):
+        load_detector(tmp_path)
+    (tmp_path / "graph.pb").write_bytes((out / "frozen_graph.pb").read_bytes())
+    with pytest.raises(ExportError, match="no tensor names"):
+        load_detector(tmp_path / "graph.pb")
+    (tmp_path / "m.tflite").write_bytes((out / "model_float32.tflite").read_bytes())
+    with pytest.raises(ExportError, match="no input normalisation"):
+        load_detector(tmp_path / "m.tflite")
+    with pytest.raises(ExportError, match="no images found"):
+        list_images(tmp_path / "*.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ExportError, match="cannot read the image"):
+        predict(tmp_path / "broken.jpg", out / "model_float32.tflite", tmp_path / "p")
+    with pytest.raises(ExportError, match="batch"):
+        predict(tmp_path / "broken.jpg", out / "model_float32.tflite", tmp_path / "p", batch=0)
