@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Benchmark: per-step training time of `tfod train` against the OD API's `model_main_tf2`,
+and the input pipeline's throughput against what the training step consumes.
+
+Peers, in one run, on the same pipeline.config (the tiny template on a synthetic dataset
+prepared by tfod, batch 8) and the same number of steps, each a fresh process:
+  * `scripts/model_main_tf2.py` (upstream's entry point, flags unchanged);
+  * `tfod train`.
+Per-step time excludes start-up and graph building: it is the wall time between the
+`Loss/total_loss` summaries both loops write at steps 100 and N (their event files), divided
+by N - 100. Runs alternate (upstream, tfod, upstream, ...) so both see the same machine.
+
+Input pipeline: the OD API's own `inputs.train_input` for the config (its augmentation
+included) iterated alone in this process, images/s, against the images/s the tfod training
+step consumes (batch / per-step time). A ratio above 1 means the input is not the bottleneck.
+
+Usage: .venv/bin/python tools/bench/train.py [--steps 300] [--repeat 2]
+Prints a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "Loss/total_loss"
+
+
+def _walls(train_dir: Path) -> dict[int, float]:
+    """step -> wall time of the total-loss summaries in a run's train/ event files."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(train_dir), size_guidance={"scalars": 0,
+                                                                           "tensors": 0})
+    acc.Reload()
+    events = acc.Tensors(TAG) if TAG in acc.Tags().get("tensors", []) else acc.Scalars(TAG)
+    return {e.step: e.wall_time for e in events}
+
+
+def _per_step(train_dir: Path, last: int) -> float:
+    walls = _walls(train_dir)
+    if 100 not in walls or last not in walls:
+        raise SystemExit(f"{train_dir}: no loss summaries at steps 100 and {last}: {sorted(walls)}")
+    return (walls[last] - walls[100]) / (last - 100)
+
+
+def _run(cmd: list[str]) -> None:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def _input_images_per_second(config: Path, batches: int = 40) -> float:
+    import tfod  # noqa: F401  (compat hook)
+    from object_detection import inputs
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    configs = config_util.get_configs_from_pipeline_file(str(config))
+    model = model_builder.build(configs["model"], is_training=True)
+    dataset = inputs.train_input(configs["train_config"], configs["train_input_config"],
+                                 configs["model"], model=model)
+    batch = configs["train_config"].batch_size
+    it = iter(dataset)
+    for _ in range(5):  # warm-up: file opening, shuffle buffer
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    if args.steps % 100 or args.steps < 200:
+        raise SystemExit("--steps must be a multiple of 100, at least 200")
+    sys.path.insert(0, str(ROOT))
+    from tfod.data import prepare_dataset
+    from tfod.pipeline import patch_pipeline_for_dataset
+    from tfod.synth import synthesize
+
+    work = Path(tempfile.mkdtemp(prefix="tfod-bench-train-"))
+    try:
+        synthesize(work / "raw", num_train=300, num_val=60, seed=0)
+        prepared = prepare_dataset(work / "raw", "bench", out_root=work / "data",
+                                   label_map_dir=work / "label_maps", plots=False)
+        config = patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", work / "bench.config",
+                                            data_dir=prepared["dir"], num_steps=args.steps,
+                                            batch_size=args.batch_size)
+        upstream, ours = [], []
+        for i in range(args.repeat):
+            up_dir = work / f"upstream{i}"
+            _run([sys.executable, str(ROOT / "scripts" / "model_main_tf2.py"),
+                  f"--pipeline_config_path={config}", f"--model_dir={up_dir}",
+                  f"--num_train_steps={args.steps}", f"--checkpoint_every_n={args.steps}",
+                  "--alsologtostderr=false"])
+            upstream.append(_per_step(up_dir / "train", args.steps))
+            run_dir = work / "runs" / f"tfod{i}"
+            _run([sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+                  str(work / "runs"), "--run", f"tfod{i}", "--steps", str(args.steps),
+                  "--checkpoint-every", str(args.steps)])
+            ours.append(_per_step(run_dir / "train", args.steps))
+        up, us = statistics.median(upstream), statistics.median(ours)
+        consumed = args.batch_size / us
+        produced = _input_images_per_second(config)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n`tools/bench/train.py --steps {args.steps} --repeat {args.repeat}` "
+          f"({len(os.sched_getaffinity(0))} CPUs, batch {args.batch_size}, "
+          f"{time.strftime('%Y-%m-%d')}):\n")
+    print("| measure | tfod | peer | ratio |")
+    print("|---|---:|---:|---:|")
+    print(f"| ms per step, steps 100..{args.steps} (median of {args.repeat}): tfod train vs "
+          f"model_main_tf2 | {us * 1e3:.1f} | {up * 1e3:.1f} | **{us / up:.3f}** |")
+    print(f"| images/s: input pipeline alone vs consumed by the tfod training step | "
+          f"{produced:.0f} | {consumed:.0f} | **{produced / consumed:.1f}** |")
+    print(f"all runs, ms per step: upstream {[round(x * 1e3, 1) for x in upstream]}, "
+          f"tfod {[round(x * 1e3, 1) for x in ours]}")
+
+
+if __name__ == "__main__":
+    main()
