@@ -15,8 +15,9 @@ from tfod.errors import TrainError
 def test_steps_per_iteration_divides():
     for remaining in (1, 6, 7, 97, 100, 600, 1000):
         k = train_mod.steps_per_iteration(remaining)
-        assert remaining % k == 0 and 1 <= k <= 20
-    assert train_mod.steps_per_iteration(600) == 20
+        assert remaining % k == 0 and 1 <= k <= 100
+    assert train_mod.steps_per_iteration(600) == 100
+    assert train_mod.steps_per_iteration(300) == 100
     assert train_mod.steps_per_iteration(97) == 1
 
 
