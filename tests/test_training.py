@@ -18,7 +18,8 @@ def test_steps_per_iteration_divides():
         assert remaining % k == 0 and 1 <= k <= 100
     assert train_mod.steps_per_iteration(600) == 100
     assert train_mod.steps_per_iteration(300) == 100
-    assert train_mod.steps_per_iteration(97) == 1
+    assert train_mod.steps_per_iteration(97) == 97
+    assert train_mod.steps_per_iteration(197) == 1  # a prime above the cap
 
 
 def test_exact_steps_and_final_checkpoint(tiny_run):
