@@ -10,6 +10,7 @@ Everything a later stage needs is on disk under ``data/<name>/``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ from tfod.annotations import (  # noqa: F401  (re-exported: data.read_voc etc.)
 from tfod.checks import (  # noqa: F401
     MAX_PIXELS, check_records, default_workers, inspect_image, map_images)
 from tfod.errors import DatasetError
+from tfod.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def write_label_map(classes: Sequence[str], path: str | Path) -> Path:
         label_map.item.add(id=i, name=name, display_name=name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, text_format.MessageToString(label_map))
+    write_text_atomic(path, text_format.MessageToString(label_map))
     return path
 
 
@@ -148,12 +150,6 @@ def read_label_map(path: str | Path) -> list[str]:
         raise DatasetError(f"empty or repeated class names {repeated or ['']}", where=str(path),
                            fix="give every item its own non-empty name")
     return [item.name for item in sorted(items, key=lambda item: item.id)]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- #
@@ -218,13 +214,6 @@ def record_to_example(record: Record, class_ids: dict[str, int]) -> bytes:
     })
 
 
-_CLASS_IDS: dict[str, int] = {}  # set before the writer pool forks
-
-
-def _serialize(record: Record) -> bytes:
-    return record_to_example(record, _CLASS_IDS)
-
-
 def num_shards_for(records: Sequence[Record], shard_size_mb: float) -> int:
     """Shards for a split so that each holds about ``shard_size_mb`` of image bytes."""
     size = sum(r.image_path.stat().st_size for r in records)
@@ -246,7 +235,6 @@ def write_tfrecords(records: Sequence[Record], out_dir: str | Path, split: str,
     """
     from tfod.tfrecord import TFRecordWriter
 
-    global _CLASS_IDS
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = max(1, min(num_shards, len(records) or 1))
@@ -254,9 +242,9 @@ def write_tfrecords(records: Sequence[Record], out_dir: str | Path, split: str,
               for i in range(num_shards)]
     tmps = [f.with_name(f".{f.name}.partial") for f in finals]
     writers = [TFRecordWriter(t) for t in tmps]
-    _CLASS_IDS = dict(class_ids)
     workers = default_workers(len(records)) if workers is None else workers
-    examples = map_images(_serialize, list(records), workers, chunksize=8)
+    serialize = functools.partial(record_to_example, class_ids=dict(class_ids))
+    examples = map_images(serialize, list(records), workers, chunksize=8)
     if progress:
         from tqdm import tqdm
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -289,10 +288,9 @@ class _Evaluator:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    from tfod.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _read_json(path: Path) -> dict | None:

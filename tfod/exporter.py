@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from tfod.errors import ExportError
+from tfod.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -571,8 +572,8 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
                  _fmt(row["latency_ms"], ".1f"), f", mAP {row['mAP']:.3f}" if evaluate else "")
     report = _report(rows, configs, config.parent, checkpoint, evaluate, evaluate_checkpoint,
                      calibration_images)
-    _atomic_text(out_dir / "report.json", json.dumps(report, indent=2, default=str))
-    _atomic_text(out_dir / "report.md", _report_markdown(report))
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_text_atomic(out_dir / "report.md", _report_markdown(report))
     for warning in report["warnings"]:
         log.warning("export: %s", warning)
     result = {"dir": str(out_dir), "checkpoint": checkpoint, "formats": formats,
@@ -580,16 +581,10 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
                             for k, v in rows.items()},
               "report": str(out_dir / "report.md"), "warnings": report["warnings"],
               "seconds": time.time() - t0, "export_seconds": export_seconds}
-    _atomic_text(out_dir / COMPLETE, json.dumps(result, indent=2))  # written last
+    write_text_atomic(out_dir / COMPLETE, json.dumps(result, indent=2))  # written last
     log.info("export: %d artefacts in %.0fs -> %s", len(rows), result["seconds"],
              out_dir / "report.md")
     return result
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _tf_threads() -> int:

@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from tfod.errors import ExportError
+from tfod.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -366,9 +367,7 @@ def predict(source, model: str | Path, out_dir: str | Path = "predictions",
                     Image.fromarray(canvas).save(out_dir / f"{path.stem}.png")
             bar.update(len(chunk))
     seconds = time.time() - t0
-    tmp = out_dir / f".detections.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out_dir / "detections.json")
+    write_text_atomic(out_dir / "detections.json", json.dumps(results, indent=1))
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as f:

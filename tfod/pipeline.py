@@ -106,12 +106,9 @@ def config_text(configs: dict) -> str:
 
 def save_configs(configs: dict, path: str | Path) -> Path:
     """Write a config dict as ``pipeline.config`` text, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(config_text(configs))
-    os.replace(tmp, path)
-    return path
+    from tfod.files import write_text_atomic
+
+    return write_text_atomic(path, config_text(configs))
 
 
 # ---------------------------------------------------------------------------------------------

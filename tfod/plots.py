@@ -26,6 +26,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a figure."""
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def read_scalars(event_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Scalars of the TensorBoard event files in one folder: tag -> [(step, value)].
 
@@ -71,11 +82,7 @@ def _line_plot(series: dict[str, list[tuple[int, float]]], path: Path, title: st
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pr_curves(recall, precision_by_class: dict[str, list[float]], path: str | Path,
@@ -96,12 +103,7 @@ def plot_pr_curves(recall, precision_by_class: dict[str, list[float]], path: str
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix, names: list[str], path: str | Path,
@@ -123,12 +125,7 @@ def plot_confusion_matrix(matrix, names: list[str], path: str | Path,
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def eval_history(run_dir: str | Path) -> list[dict]:

@@ -143,11 +143,11 @@ def plot_stats(stats: dict, splits: dict[str, Sequence[Record]], out_dir: str | 
     Example:
         >>> plot_stats(stats, splits, "data/pets/stats")
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from tfod.plots import _pyplot, save_figure
+
+    plt = _pyplot()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def plot_stats(stats: dict, splits: dict[str, Sequence[Record]], out_dir: str | 
     ax.set_ylabel("boxes")
     ax.set_title("boxes per class")
     ax.legend()
-    written.append(_save(fig, out_dir / "class_histogram.png"))
+    written.append(save_figure(fig, out_dir / "class_histogram.png"))
 
     sides = [math.sqrt((b.xmax - b.xmin) * (b.ymax - b.ymin))
              for records in splits.values() for r in records for b in r.boxes]
@@ -179,7 +179,7 @@ def plot_stats(stats: dict, splits: dict[str, Sequence[Record]], out_dir: str | 
     ax.set_xlabel("box side, sqrt(area) in pixels")
     ax.set_ylabel("boxes")
     ax.set_title("box sizes")
-    written.append(_save(fig, out_dir / "box_sizes.png"))
+    written.append(save_figure(fig, out_dir / "box_sizes.png"))
 
     ratios = [(b.xmax - b.xmin) / (b.ymax - b.ymin)
               for records in splits.values() for r in records for b in r.boxes]
@@ -189,14 +189,5 @@ def plot_stats(stats: dict, splits: dict[str, Sequence[Record]], out_dir: str | 
     ax.set_xlabel("log2(width / height)")
     ax.set_ylabel("boxes")
     ax.set_title("box aspect ratios")
-    written.append(_save(fig, out_dir / "aspect_ratios.png"))
+    written.append(save_figure(fig, out_dir / "aspect_ratios.png"))
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

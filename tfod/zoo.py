@@ -148,13 +148,9 @@ def download(name: str, dest: str | Path = "pretrained", url: str | None = None,
         PosixPath('pretrained/ssd_mobilenet_v2_320')
     """
     url, expected = _source(name, url, sha256)
-    dest = Path(dest)
-    target = dest / name
-    if _installed_marker(target).is_file():
-        log.info("zoo: %s is already installed in %s", name, target)
+    dest, target = Path(dest), Path(dest) / name
+    if _already_installed(name, target):
         return target
-    _check_target_free(target)
-    dest.mkdir(parents=True, exist_ok=True)
     archive = dest / f"{name}.tar.gz"
     if not archive.is_file():
         part = dest / f"{name}.tar.gz.part"
@@ -188,13 +184,9 @@ def install(name: str, from_file: str | Path, dest: str | Path = "pretrained",
         raise ZooError("archive not found", where=str(archive),
                        fix="pass the .tar.gz downloaded from the zoo URL "
                        "(tfod zoo info NAME shows it)")
-    dest = Path(dest)
-    target = dest / name
-    if _installed_marker(target).is_file():
-        log.info("zoo: %s is already installed in %s", name, target)
+    dest, target = Path(dest), Path(dest) / name
+    if _already_installed(name, target):
         return target
-    _check_target_free(target)
-    dest.mkdir(parents=True, exist_ok=True)
     digest = _verify(archive, expected, delete_bad=False)
     return _install_archive(name, archive, dest, digest, source=str(archive.resolve()),
                             verified=expected is not None)
@@ -245,6 +237,17 @@ def _source(name: str, url: str | None, sha256: str | None) -> tuple[str, str | 
 
 def _installed_marker(target: Path) -> Path:
     return target / "zoo.json"
+
+
+def _already_installed(name: str, target: Path) -> bool:
+    """True if ``target`` holds a complete install; else make sure it can be written
+    (nothing foreign in the way, the parent folder exists)."""
+    if _installed_marker(target).is_file():
+        log.info("zoo: %s is already installed in %s", name, target)
+        return True
+    _check_target_free(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return False
 
 
 def _check_target_free(target: Path) -> None:

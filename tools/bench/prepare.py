@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+from tfod.tfrecord import count_records  # noqa: E402  (reads the framing; no TensorFlow)
+
 PEER = ("import tfod, runpy, sys; sys.argv = sys.argv[1:]; "
         "runpy.run_module('object_detection.dataset_tools.create_pascal_tf_record', "
         "run_name='__main__', alter_sys=True)")
@@ -93,25 +96,14 @@ def bench(n: int, image_size: int, work: Path, repeat: int) -> dict:
         ours.append(_run([PYTHON, "-m", "tfod.cli", "prepare", str(voc), "--name", "ours",
                           "--out-root", str(out), "--label-maps", str(out / "lm"),
                           "--split", "train=0.8,val=0.2"], ROOT))
-        records = sum(1 for _ in _count(out / "peer.record"))
-        written = sum(1 for f in (out / "ours").glob("*.tfrecord") for _ in _count(f))
+        records = count_records(out / "peer.record")
+        written = sum(count_records(f) for f in (out / "ours").glob("*.tfrecord"))
         if records != n or written != n:
             raise SystemExit(f"peer wrote {records} records, tfod {written}; expected {n}")
     peer_s, ours_s = statistics.median(p[0] for p in peer), statistics.median(o[0] for o in ours)
     return {"images": n, "peer_s": peer_s, "ours_s": ours_s,
             "peer_mb": max(p[1] for p in peer), "ours_mb": max(o[1] for o in ours),
             "peer_ips": n / peer_s, "ours_ips": n / ours_s}
-
-
-def _count(path: Path):
-    """Records in a TFRecord file, read from the framing (no TensorFlow needed)."""
-    import struct
-
-    with open(path, "rb") as f:
-        while header := f.read(12):
-            (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + 4, 1)
-            yield length
 
 
 def main() -> None:
