@@ -15,5 +15,5 @@ setup(
     package_data={"tfod": ["py.typed"]},
     entry_points={"console_scripts": ["tfod=tfod.cli:main"]},
     # `tfod tensorboard --ngrok`: pip install 'tfod[ngrok]' (imported only when used)
-    extras_require={"ngrok": ["pyngrok>=7"]},
+    extras_require={"ngrok": ["pyngrok>=9,<10"]},
 )

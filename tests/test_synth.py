@@ -165,8 +165,12 @@ def test_refuses_to_overwrite(tmp_path):
     with pytest.raises(DatasetError, match="not empty"):
         synth.synthesize(out, num_train=2, num_val=1, image_size=64)
     assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(DatasetError, match="not written by tfod"):  # not synth's folder
+        synth.synthesize(out, num_train=2, num_val=1, image_size=64, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    synth.synthesize(out, num_train=1, num_val=1, image_size=64)
     summary = synth.synthesize(out, num_train=2, num_val=1, image_size=64, overwrite=True)
-    assert not (out / "keep.txt").exists()
     assert summary["train"] == 2 and len(list((out / "JPEGImages").iterdir())) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voc"]
 

@@ -159,7 +159,7 @@ def _xml_parser():
 
 
 def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path],
-                   allow_outside: bool = False) -> Record:
+                   allow_outside: bool = False, roots: Sequence[str] | None = None) -> Record:
     from lxml import etree
 
     parser = _xml_parser()
@@ -172,7 +172,7 @@ def _parse_voc_xml(xml_path: Path, image_dirs: Sequence[Path],
     top = _children(root)
     filename = _field(top, "filename", where)
     image_path = _find_image([filename] + [xml_path.stem + s for s in IMAGE_SUFFIXES],
-                             image_dirs, allow_outside, where)
+                             image_dirs, allow_outside, where, roots)
     size_node = root.find("size")
     size = _children(size_node) if size_node is not None else {}
     width = _field(size, "width", where, _pixels, 0)
@@ -203,7 +203,8 @@ def read_voc(root: str | Path, report: Report | None = None,
 
     VOCdevkit layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/*.txt``)
     keeps the dataset's own split; a plain folder looks for each image next to
-    its XML file.
+    its XML file. The dataset is ``root`` (and ``image_dir``): images and XML files
+    whose real path (symlinks followed) leaves it are refused unless ``allow_outside``.
 
     Example:
         >>> records = read_voc("data/raw/VOC2012")
@@ -215,8 +216,8 @@ def read_voc(root: str | Path, report: Report | None = None,
                            fix="pass the folder holding the VOC XML files")
     ann_dir = root / "Annotations" if (root / "Annotations").is_dir() else root
     image_dirs = [Path(image_dir)] if image_dir else []
-    image_dirs += [root / "JPEGImages", ann_dir, root, root / "images",
-                   root.parent / "images", root.parent / "JPEGImages"]
+    image_dirs += [root / "JPEGImages", ann_dir, root, root / "images"]
+    roots = _roots([root, image_dir])
     xml_files = sorted(ann_dir.rglob("*.xml"))
     if not xml_files:
         raise DatasetError("no .xml annotation files found", where=str(ann_dir),
@@ -231,7 +232,9 @@ def read_voc(root: str | Path, report: Report | None = None,
     records = []
     for xml_path in xml_files:
         try:
-            record = _parse_voc_xml(xml_path, [xml_path.parent, *image_dirs], allow_outside)
+            _check_inside(xml_path, roots, allow_outside, "annotation file")
+            record = _parse_voc_xml(xml_path, [xml_path.parent, *image_dirs], allow_outside,
+                                    roots)
         except DatasetError as exc:
             report.add(problem_kind(exc), str(exc))
             continue
@@ -252,23 +255,50 @@ def problem_kind(exc: DatasetError) -> str:
     return getattr(exc, "kind", "unreadable annotation")
 
 
-def _inside(path: Path, dirs: Sequence[Path]) -> bool:
-    """Lexically inside one of ``dirs`` (no symlinks followed, so linked folders work)."""
-    p = os.path.normpath(os.path.abspath(path))
-    roots = (os.path.normpath(os.path.abspath(d)) for d in dirs)
+def _roots(folders: Sequence[str | Path | None]) -> list[str]:
+    """The dataset's folders as the filesystem resolves them (symlinks followed)."""
+    return [os.path.realpath(f) for f in folders if f]
+
+
+def _inside(path: Path, roots: Sequence[str]) -> bool:
+    """True if ``path``, resolved by the filesystem (every symlink followed), lies in one of
+    ``roots`` (see :func:`_roots`). Resolving, not comparing text, is what makes a symlink
+    inside the dataset that points elsewhere count as outside."""
+    p = os.path.realpath(path)
     return any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+def _outside_error(path: Path, roots: Sequence[str], what: str, name: str,
+                   where: str | None) -> PathOutsideError:
+    real = os.path.realpath(path)
+    lexical = os.path.normpath(os.path.abspath(path))
+    via = "through a symlink " if real != lexical else ""
+    return PathOutsideError(
+        f"{what} {name!r} leads outside the dataset folder {via}(to {real}; the dataset is "
+        f"{', '.join(roots)})", where=where,
+        fix="move the file into the dataset, pass --images FOLDER for images kept elsewhere, "
+            "or pass --allow-outside-paths if you trust this dataset")
+
+
+def _check_inside(path: Path, roots: Sequence[str], allow_outside: bool, what: str) -> None:
+    if not allow_outside and not _inside(path, roots):
+        raise _outside_error(path, roots, what, path.name, str(path))
+
+
 def _find_image(names: str | Sequence[str], dirs: Sequence[Path],
-                allow_outside: bool = False, where: str | None = None) -> Path:
+                allow_outside: bool = False, where: str | None = None,
+                roots: Sequence[str] | None = None) -> Path:
     """The first existing ``dir/name`` (names in order, then dirs; a name with
     folders is also tried by its base name); the first candidate if none exists,
     so the checks report it as missing.
 
-    A name that leads outside ``dirs`` (an absolute path, ``..``) is refused with
-    :class:`PathOutsideError` unless ``allow_outside``: annotation files from
-    strangers must not make tfod read arbitrary files.
+    "Inside the dataset" means inside ``roots`` (resolved folders, see :func:`_roots`;
+    default: ``dirs`` themselves). A file whose real path is elsewhere (an absolute
+    path, ``..``, or a symlink pointing out) is refused with :class:`PathOutsideError`
+    unless ``allow_outside``: annotation files and datasets from strangers must not
+    make tfod read arbitrary files.
     """
+    roots = _roots(dirs) if roots is None else roots
     names = [names] if isinstance(names, str) else names
     for name in names:
         if "\x00" in name:
@@ -284,14 +314,11 @@ def _find_image(names: str | Sequence[str], dirs: Sequence[Path],
     outside = None
     for candidate in candidates():  # stops at the first existing file inside
         if candidate.is_file():
-            if _inside(candidate, dirs):
+            if _inside(candidate, roots):
                 return candidate
             outside = outside or candidate
     if outside is not None and not allow_outside:
-        raise PathOutsideError(f"image path {names[0]!r} leads outside the dataset folder "
-                               f"(to {outside})", where=where,
-                               fix="move the image into the dataset, or pass "
-                                   "--allow-outside-paths if you trust this annotation file")
+        raise _outside_error(outside, roots, "image path", names[0], where)
     return outside or dirs[0] / names[0]
 
 
@@ -325,6 +352,22 @@ def _split_files(found: Sequence[Path], where: Path, what: str,
         log.warning("%s: no split in its name; not read (the files named by split are)", file)
         report.note(f"{what} file without a split in its name, not read: {file.name}")
     return named
+
+
+def _file_dataset(path: Path, image_dir) -> tuple[list[Path], list[str]]:
+    """Where a COCO or CSV file's images are looked for, and what counts as its dataset.
+
+    The dataset is the file's own folder, ``image_dir`` when given, and one more
+    folder: ``images/`` beside the file's folder (COCO's ``annotations/`` +
+    ``images/``, the raccoon CSVs' ``data/`` + ``images/``). Not the parent folder
+    itself: ``../private/x.jpg`` next to ``downloads/coco/ann.json`` is outside.
+    ``images/`` counts as it is, not where a symlink of that name would lead.
+    """
+    dirs = [Path(image_dir)] if image_dir else []
+    dirs += [path.parent, path.parent / "images", path.parent.parent / "images"]
+    roots = _roots([image_dir, path.parent])
+    roots.append(os.path.join(os.path.realpath(path.parent.parent), "images"))
+    return dirs, roots
 
 
 def read_coco(path: str | Path, report: Report | None = None,
@@ -393,9 +436,7 @@ def _read_coco_file(path: Path, report: Report, image_dir, allow_outside: bool
     except TypeError:  # ids of mixed types: keep the file's order
         declared = list(names.values())
     report.classes = list(dict.fromkeys((report.classes or []) + declared))
-    dirs = [Path(image_dir)] if image_dir else []
-    dirs += [path.parent, path.parent / "images", path.parent.parent / "images",
-             path.parent.parent]
+    dirs, roots = _file_dataset(path, image_dir)
     records: dict = {}
     for i, img in enumerate(doc["images"]):
         try:
@@ -403,7 +444,7 @@ def _read_coco_file(path: Path, report: Report, image_dir, allow_outside: bool
                 raise ValueError(f"file_name {img.get('file_name')!r} is not a file name")
             records[_coco_id(img["id"], "image id")] = Record(
                 image_path=_find_image(img["file_name"], dirs, allow_outside,
-                                       f"{where} images[{i}]"),
+                                       f"{where} images[{i}]", roots),
                 width=_size(img.get("width")), height=_size(img.get("height")),
                 source=f"{where} images[{i}]")
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -485,13 +526,12 @@ def _read_csv_file(path: Path, report: Report, image_dir, columns,
     except OSError as exc:
         raise DatasetError(f"cannot open CSV ({exc.strerror})", where=str(path),
                            fix="check the path") from None
-    dirs = [Path(image_dir)] if image_dir else []
-    dirs += [path.parent, path.parent / "images", path.parent.parent / "images"]
+    dirs, roots = _file_dataset(path, image_dir)
     records: dict[str, Record] = {}
     reader = csv.DictReader(handle)
     try:
         with handle:
-            _read_csv_rows(reader, path, mapping, dirs, records, report, allow_outside)
+            _read_csv_rows(reader, path, mapping, dirs, records, report, allow_outside, roots)
     except UnicodeDecodeError as exc:
         raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
                            where=f"{path}:{reader.line_num + 1}",
@@ -503,7 +543,8 @@ def _read_csv_file(path: Path, report: Report, image_dir, columns,
 
 
 def _read_csv_rows(reader: csv.DictReader, path: Path, mapping: dict, dirs: list[Path],
-                   records: dict[str, Record], report: Report, allow_outside: bool) -> None:
+                   records: dict[str, Record], report: Report, allow_outside: bool,
+                   roots: Sequence[str] | None = None) -> None:
     missing = [c for c in ("filename", "class", "xmin", "ymin", "xmax", "ymax")
                if mapping[c] not in (reader.fieldnames or [])]
     if missing:
@@ -521,7 +562,8 @@ def _read_csv_rows(reader: csv.DictReader, path: Path, mapping: dict, dirs: list
                 size = [row.get(mapping["width"]), row.get(mapping["height"])]
                 w, h = (int(_number(v, where, c)) if v else 0
                         for v, c in zip(size, ("width", "height")))
-                record = records[name] = Record(_find_image(name, dirs, allow_outside, where),
+                record = records[name] = Record(_find_image(name, dirs, allow_outside, where,
+                                                            roots),
                                                 w, h,
                                                 source=f"{path} ({name})")
             cls = (row[mapping["class"]] or "").strip()
@@ -580,6 +622,8 @@ def read_yolo(root: str | Path, report: Report | None = None,
     Images are looked up in ``images/`` (or ``image_dir``) and labels in
     ``labels/`` with the same relative path, or next to each other. Images
     without a label file are negatives; label files without an image are reported.
+    Images and labels whose real path (symlinks followed) leaves ``root`` and
+    ``image_dir`` are refused unless ``allow_outside``.
 
     Example:
         >>> records = read_yolo("datasets/cells")
@@ -597,10 +641,20 @@ def read_yolo(root: str | Path, report: Report | None = None,
         root / "images" if (root / "images").is_dir() else root)
     labels_dir = root / "labels" if (root / "labels").is_dir() else images_dir
     images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    roots = _roots([root, image_dir])
+    if not allow_outside:  # symlinked images or labels leading out of the dataset
+        for path in [p for p in images if not _inside(p, roots)]:
+            report.add(PathOutsideError.kind, str(_outside_error(path, roots, "image", path.name,
+                                                                 str(path))))
+            images.remove(path)
     by_stem = {p.relative_to(images_dir).with_suffix(""): p for p in images}
     records = []
     for rel, image in by_stem.items():
         label = labels_dir / rel.with_suffix(".txt")
+        if label.is_file() and not allow_outside and not _inside(label, roots):
+            report.add(PathOutsideError.kind, str(_outside_error(label, roots, "label file",
+                                                                 label.name, str(label))))
+            continue
         record = Record(image, 0, 0, source=str(label if label.is_file() else image),
                         split=split_from_name(rel.parts[0]) if len(rel.parts) > 1 else None)
         records.append(record)

@@ -238,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--ngrok", action="store_true",
                    help="public tunnel with pyngrok (token: NGROK_AUTHTOKEN or ngrok's config)")
-    p.add_argument("--auth", metavar="USER:PASSWORD", help="basic auth on the ngrok tunnel")
+    p.add_argument("--auth", metavar="USER:PASSWORD",
+                   help="basic auth on the ngrok tunnel; '-' asks for it (no echo); default: "
+                        "$TFOD_TB_AUTH. A password given here is visible in the process list "
+                        "and shell history")
 
     p = _add(sub, "runs")
     p.add_argument("action", nargs="?", default="list", choices=["list", "diff"])
@@ -256,12 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--url", help="download from here instead (mirror or unlisted model)")
     z.add_argument("--sha256", help="expected sha256 of the archive")
     z.add_argument("--dest", default="pretrained", help="installs into DEST/NAME/")
+    z.add_argument("--max-download-mb", type=float, default=2048,
+                   help="refuse a larger download (default 2048)")
+    _zoo_safety_flags(z)
     z = zoo_sub.add_parser("install", help="install from an archive on disk (no internet)")
     z.add_argument("name")
     z.add_argument("--from-file", required=True, metavar="ARCHIVE", help="the zoo .tar.gz")
     z.add_argument("--sha256", help="expected sha256 of the archive")
     z.add_argument("--dest", default="pretrained", help="installs into DEST/NAME/")
+    _zoo_safety_flags(z)
     return parser
+
+
+def _zoo_safety_flags(z: argparse.ArgumentParser) -> None:
+    z.add_argument("--allow-unverified", action="store_true",
+                   help="install an archive without --sha256 (its hash is recorded and "
+                   "checked on every later use)")
+    z.add_argument("--max-extract-mb", type=float, default=None,
+                   help="cap on the archive's total unpacked size (default 2048, and 50x "
+                   "the archive)")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -381,10 +397,14 @@ def run(args: argparse.Namespace) -> object:
         if args.zoo_command == "info":
             return zoo.model_info(args.name)
         if args.zoo_command == "download":
-            zoo.download(args.name, dest=args.dest, url=args.url, sha256=args.sha256)
+            zoo.download(args.name, dest=args.dest, url=args.url, sha256=args.sha256,
+                         allow_unverified=args.allow_unverified,
+                         max_download_mb=args.max_download_mb,
+                         max_extract_mb=args.max_extract_mb)
         else:
             zoo.install(args.name, from_file=args.from_file, dest=args.dest,
-                        sha256=args.sha256)
+                        sha256=args.sha256, allow_unverified=args.allow_unverified,
+                        max_extract_mb=args.max_extract_mb)
         return zoo.installed(args.name, dest=args.dest)
     raise AssertionError(cmd)
 

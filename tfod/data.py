@@ -31,7 +31,8 @@ from tfod.annotations import (  # noqa: F401  (re-exported: data.read_voc etc.)
 from tfod.checks import (  # noqa: F401
     MAX_PIXELS, check_records, default_workers, inspect_image, map_images)
 from tfod.errors import DatasetError
-from tfod.files import write_text_atomic
+from tfod.files import (check_name, check_owned, is_owned, mark_owned, marker,
+                        write_text_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,14 @@ def split_records(records: list[Record], ratios: dict[str, float], seed: int = 0
     return out
 
 
+#: First line of every label map tfod writes: ``prepare`` overwrites ``label_maps/<name>.pbtxt``
+#: only when it starts with this line (or is the copy of the dataset it replaces).
+LABEL_MAP_HEADER = "# written by tfod: tfod overwrites this file only while this line is first\n"
+
+
 def write_label_map(classes: Sequence[str], path: str | Path) -> Path:
-    """Write a label map with ids 1..N in the given order (0 is the background).
+    """Write a label map with ids 1..N in the given order (0 is the background), under
+    :data:`LABEL_MAP_HEADER`.
 
     Example:
         >>> write_label_map(["cat", "dog"], "label_maps/pets.pbtxt")
@@ -114,7 +121,7 @@ def write_label_map(classes: Sequence[str], path: str | Path) -> Path:
         label_map.item.add(id=i, name=name, display_name=name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text_format.MessageToString(label_map))
+    write_text_atomic(path, LABEL_MAP_HEADER + text_format.MessageToString(label_map))
     return path
 
 
@@ -281,19 +288,72 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: Written into every folder ``prepare`` creates; a folder without it is never replaced or
+#: deleted (``--name`` of a folder the user made, or one another tool wrote).
+MARKER = marker("dataset")
+
+
+def _before_marker(folder: Path) -> bool:
+    """A folder prepared by a tfod from before :data:`MARKER`: its ``manifest.json`` names
+    this very folder and holds a data fingerprint."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return manifest.get("name") == folder.name and "fingerprint" in manifest
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_replaceable(final: Path) -> None:
+    check_owned(final, "dataset", DatasetError, legacy=_before_marker,
+                fix="choose another --name or --out-root, or move that folder away")
+
+
+def _label_map_is_ours(path: Path, dataset: Path, given) -> bool:
+    """``label_maps/<name>.pbtxt`` may be (over)written: absent, the ``--label-map`` itself
+    (then left as it is), or written by tfod (:data:`LABEL_MAP_HEADER`, or, from before
+    the header, the same text as the dataset folder's copy that ``prepare`` replaces)."""
+    if not (path.exists() or path.is_symlink()):
+        return True
+    if given is not None and path.is_file() and Path(given).is_file() and path.samefile(given):
+        return True
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        text = path.read_text()
+        return text.startswith(LABEL_MAP_HEADER) or (
+            is_owned(dataset, "dataset", _before_marker)
+            and text == (dataset / "label_map.pbtxt").read_text())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _check_label_map(path: Path, dataset: Path, given) -> None:
+    if not _label_map_is_ours(path, dataset, given):
+        raise DatasetError("label map exists and was not written by tfod: it is left as it is",
+                           where=str(path),
+                           fix="choose another --name or --label-maps DIR, move that file "
+                               "away, or pass it as --label-map FILE to use its classes")
+
+
 def _remove_stale_partials(out_root: Path, name: str) -> None:
     """Delete what killed runs left: ``.<name>.partial-<pid>-*`` and ``.<name>.old-<pid>``
-    folders whose process is gone. (They never look complete: hidden, no final name.)"""
+    folders whose process is gone and that hold :data:`MARKER` (an unmarked one is removed
+    only when empty). (They never look complete: hidden, no final name.)"""
     for path in list(out_root.glob(f".{name}.partial-*")) + list(out_root.glob(f".{name}.old-*")):
         pid = path.name.rsplit(".", 1)[-1].split("-")[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            log.info("prepare: removing %s, left by an interrupted run", path)
-            shutil.rmtree(path, ignore_errors=True)
+        if pid.isdigit() and not _pid_alive(int(pid)) and not path.is_symlink():
+            if is_owned(path, "dataset"):
+                log.info("prepare: removing %s, left by an interrupted run", path)
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
 def _replace_dir(new: Path, final: Path) -> None:
     """Put ``new`` in place of ``final``: at every moment ``final`` is the old complete
-    folder, absent, or the new complete folder."""
+    folder, absent, or the new complete folder. A ``final`` tfod did not write is refused
+    (:class:`DatasetError`) and left untouched."""
+    _check_replaceable(final)
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
@@ -349,6 +409,9 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     every image instead of checking pass-through JPEGs' structure
     (:func:`tfod.checks.inspect_image`). Output goes to a temporary folder renamed to ``<out_root>/<name>``
     at the end, so an interrupted run leaves no folder that looks complete.
+    ``name`` must be a plain folder name (:func:`tfod.files.check_name`), checked first;
+    an existing ``<out_root>/<name>`` is replaced only when tfod wrote it (it holds
+    :data:`MARKER`), otherwise nothing is written and nothing deleted.
 
     Example:
         >>> prepare_dataset("data/raw/voc", name="shapes", fmt="voc")
@@ -356,6 +419,11 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     from tfod.stats import dataset_stats, stats_table
 
     start = time.time()
+    check_name(name, "--name", DatasetError)  # before anything touches the disk
+    if not check_only:
+        _check_replaceable(Path(out_root) / name)
+        _check_label_map(Path(label_map_dir) / f"{name}.pbtxt", Path(out_root) / name,
+                         label_map)
     if fmt not in READERS:
         raise DatasetError(f"unknown format {fmt!r}", where="--format",
                            fix=f"use one of: {', '.join(sorted(READERS))}")
@@ -400,6 +468,7 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     _remove_stale_partials(out_root, name)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=out_root))
     tmp_dir.chmod(0o755)
+    mark_owned(tmp_dir, "dataset")
     plotter = None
     try:
         (tmp_dir / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -440,7 +509,10 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
             plotter.join()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    label_map_out = write_label_map(names, Path(label_map_dir) / f"{name}.pbtxt")
+    label_map_out = Path(label_map_dir) / f"{name}.pbtxt"
+    if not (label_map is not None and label_map_out.is_file()
+            and label_map_out.samefile(label_map)):  # --label-map is kept as it is
+        write_label_map(names, label_map_out)
     counts = ", ".join(f"{s}={len(rs)}" for s, rs in splits.items())
     dropped = sum(report.problems.values())
     log.info("prepare: wrote %s (%s images; %d classes; %d problems) and %s in %.1fs",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -24,13 +23,17 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
          num_val: int = 60, seed: int = 0, batch_size: int = 8) -> dict:
     """Run every stage on a seeded synthetic dataset; print one summary line.
 
-    Starts fresh each time: the previous demo's run and export folders are replaced.
+    Starts fresh each time: the previous demo's run and export folders are replaced (only
+    when tfod wrote them: a folder without its ``.tfod-run`` / ``.tfod-export`` mark is
+    refused with a :class:`~tfod.errors.TfodError` and left as it is).
 
     Example:
         >>> result = demo(".", num_steps=2000)
         >>> result["mAP@.5"] > 0.9
     """
     from tfod.data import prepare_dataset
+    from tfod.errors import TfodError
+    from tfod.files import mark_owned, remove_owned
     from tfod.evaluation import evaluate
     from tfod.exporter import export
     from tfod.pipeline import patch_pipeline_for_dataset
@@ -43,10 +46,12 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
     raw = root / "data" / f"{NAME}_raw"
     run_dir = root / "runs" / NAME
     export_dir = root / "exports" / NAME
-    for old in (run_dir, export_dir):
-        if old.exists():
-            log.info("demo: removing the previous %s", old)
-            shutil.rmtree(old)
+    for old, kind in ((run_dir, "run"), (export_dir, "export")):  # only what tfod wrote
+        if remove_owned(old, kind, TfodError, fix=f"move {old} away, or run the demo "
+                        "in another folder (tfod demo --root DIR)"):
+            log.info("demo: removed the previous %s", old)
+    run_dir.mkdir(parents=True)
+    mark_owned(run_dir, "run")  # before the config stage writes into it
     timings = {}
 
     def stage(label, fn, *args, **kwargs):

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from tfod.errors import ExportError
-from tfod.files import write_text_atomic
+from tfod.files import check_name, check_owned, mark_owned, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -475,6 +475,20 @@ def _normalise_formats(formats: Sequence[str] | str, configs: dict, config: Path
     return list(dict.fromkeys(wanted))
 
 
+def _claim_export_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` (or take an empty one) and mark it as an export folder; an
+    existing non-empty folder without the mark is refused before anything in it is
+    touched (export deletes its stale reports and work folders)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError("exists and is not a folder", where=str(out_dir),
+                          fix="pass another --out DIR")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        check_owned(out_dir.resolve(), "export", ExportError,
+                    fix="pass another --out DIR (a new or empty folder), or move that one away")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_owned(out_dir, "export")
+
+
 def export(run_or_config: str | Path, out_dir: str | Path | None = None,
            formats: Sequence[str] | str = ("all",), checkpoint: str | None = None,
            max_detections: int = 10, input_type: str = "image_tensor",
@@ -519,8 +533,9 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
                           where="--input-type",
                           fix="add --no-eval, or use an image input type")
     checkpoint = _resolve(config, checkpoint)
-    out_dir = Path(out_dir) if out_dir else Path("exports") / config.parent.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir) if out_dir else Path("exports") / check_name(
+        config.parent.name, "the run name", ExportError, fix="pass --out DIR")
+    _claim_export_dir(out_dir)
     for marker in (COMPLETE, "report.md", "report.json"):  # stale until this export ends
         (out_dir / marker).unlink(missing_ok=True)
     for stale in out_dir.glob(".partial-*"):  # work folders of an interrupted export

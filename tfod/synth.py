@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from tfod.errors import DatasetError
+from tfod.files import check_owned, mark_owned
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +301,19 @@ def _check_arguments(out: Path, num_train: int, num_val: int, image_size: int,
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DatasetError("folder exists and is not empty", where=str(out),
                            fix="choose another out_dir or pass overwrite=True (--overwrite)")
+    if out.is_dir() and any(out.iterdir()):  # overwrite only what synthesize wrote
+        check_owned(out, "synth", DatasetError, legacy=_before_marker,
+                    fix="choose another out_dir (a new or empty folder), or move that one away")
+
+
+def _before_marker(out: Path) -> bool:
+    """Written by a synthesize from before ``.tfod-synth``: the three VOC folders and
+    nothing else, every image and annotation named ``synth_NNNNNN``."""
+    if {p.name for p in out.iterdir()} != {"JPEGImages", "Annotations", "ImageSets"}:
+        return False
+    files = list((out / "JPEGImages").iterdir()) + list((out / "Annotations").iterdir())
+    return all(re.fullmatch(r"synth_\d{6}\.(jpg|xml)", p.name) and p.is_file()
+               and not p.is_symlink() for p in files)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -336,7 +351,8 @@ def synthesize(out_dir: str | Path, num_train: int = 300, num_val: int = 60,
         classes: Shape names, from :data:`SHAPES` (circle, square, triangle, star, cross).
         max_objects: Largest number of shapes in one image (>= 1).
         seed: Seed of the numpy random generator; image ``i`` uses ``(seed, i)``.
-        overwrite: Replace ``out_dir`` if it exists and is not empty.
+        overwrite: Replace ``out_dir`` if it exists and is not empty; only a folder
+            synthesize wrote (it holds ``.tfod-synth``) is ever replaced.
 
     Returns:
         ``{"out_dir": str, "train": int, "val": int, "objects": {class: count},
@@ -360,6 +376,7 @@ def synthesize(out_dir: str | Path, num_train: int = 300, num_val: int = 60,
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    mark_owned(tmp, "synth")
     counts = {name: 0 for name in classes}
     ids: list[str] = []
     try:

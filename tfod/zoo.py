@@ -1,17 +1,37 @@
 """Pretrained models from the TF2 Detection Zoo: registry, verified downloads, safe extraction.
 
 A model is installed into ``pretrained/<name>/`` (``checkpoint/ckpt-0.*``,
-``pipeline.config``, ``saved_model/``, and tfod's ``zoo.json`` with the URL and
-sha256 of the archive). Nothing that looks installed ever exists half-written:
+``pipeline.config``, ``saved_model/``, and tfod's ``zoo.json`` with the URL, the final
+URL after redirects, the sha256 of the archive and of every extracted file). Nothing that
+looks installed ever exists half-written, and nothing is unbounded:
 
-* the archive streams to ``<dest>/<name>.tar.gz.part``; a later run resumes it
-  with an HTTP Range request (and starts again if the server ignores Range);
-  the file is renamed to ``<name>.tar.gz`` only when complete;
-* the sha256 is checked when known (registry or argument) and always recorded;
-* every member is checked before anything is written (no absolute paths, no
-  ``..``, no links leaving the folder, no device files), the archive is
-  extracted into a temporary folder inside ``dest`` and renamed to
-  ``<dest>/<name>/`` at the end.
+* downloads use HTTPS only (plain http only for 127.0.0.1/localhost, the loopback mirrors
+  of the tests); a redirect to anything else is refused;
+* the archive streams to ``<dest>/<name>.tar.gz.part`` with the server's validator (ETag
+  or Last-Modified) saved next to it in ``.part.json``; a later run resumes with
+  ``Range`` + ``If-Range``, and starts over when the server answers 200 (the remote file
+  changed) or when no validator was saved; the file is renamed to ``<name>.tar.gz`` only
+  when complete; a body larger than ``max_download_mb`` is refused (from Content-Length
+  before reading, else while streaming) and the partial deleted;
+* the sha256 is checked when known (registry or argument). The zoo publishes no
+  hashes, so for registry models the hash of the first download is recorded in
+  ``zoo.json`` (trust on first use) with the sha256 of every extracted file, and every
+  later use (:func:`installed`, a repeated download or install) verifies the files;
+* an archive with no expected sha256 is installed only with ``allow_unverified=True``,
+  except a registry model fetched from its registry HTTPS URL, which gets a WARNING
+  banner instead (its TLS certificate is the only authentication);
+* the archive is read twice as a stream. First pass, before anything is written: every
+  member is checked (regular files and folders only: links, devices, fifos and sparse
+  files are refused; no absolute paths, no ``..``), at most ``MAX_MEMBERS`` members, and
+  the total declared size is capped (``max_extract_mb``; by default also
+  ``MAX_RATIO`` x the archive size). Second pass: each regular member is written by
+  tfod itself into a fresh ``mkdtemp`` folder inside ``dest`` (folders created and
+  opened one by one with ``O_NOFOLLOW``, each relative to the one before; where the
+  parent folder really lies asked of the filesystem; files opened with
+  ``O_CREAT|O_EXCL|O_NOFOLLOW``). The folder is
+  renamed to ``<dest>/<name>/`` at the end. tarfile's own ``extractall(filter="data")``
+  is not used: it can be escaped in the Python 3.11.7 of this project (CVE-2025-4517,
+  a symlink chain longer than PATH_MAX).
 
 ``install(name, from_file=...)`` does the same from a local archive, for
 machines without internet.
@@ -37,17 +57,25 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
 
 from tfod.errors import TfodError
+from tfod.files import check_name
 
 log = logging.getLogger(__name__)
 
-ZOO_BASE = "http://download.tensorflow.org/models/object_detection/tf2"
+ZOO_BASE = "https://download.tensorflow.org/models/object_detection/tf2"
 CHUNK = 1 << 20
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MB = 1 << 20
+MAX_DOWNLOAD_MB = 2048  # largest registry archive: ~250 MB (SSD ResNet50 FPN 640)
+MAX_EXTRACT_MB = 2048  # total declared size of the members
+MAX_RATIO = 50  # declared size / archive size (checkpoints compress ~1.1x)
+RATIO_FLOOR_MB = 16  # the ratio cap never refuses less than this (tiny archives)
+MAX_MEMBERS = 10_000  # a zoo archive has about 10
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ZooError(TfodError):
@@ -66,7 +94,10 @@ class ZooModel:
     input_size: tuple[int, int]
     coco_map: float
     speed_ms: int
-    sha256: str | None = None  # the zoo publishes none; recorded at first download
+    # The TF2 Detection Zoo (tf2_detection_zoo.md) publishes no checksums, so none is
+    # pinned here: the first download's sha256 is recorded in zoo.json and verified on
+    # every later use. Set one only from a published source, and say which.
+    sha256: str | None = None
 
     @property
     def url(self) -> str:
@@ -133,34 +164,43 @@ def format_table(models: list[dict] | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
-
 def download(name: str, dest: str | Path = "pretrained", url: str | None = None,
              sha256: str | None = None, progress: bool = True, timeout: float = 60.0,
-             keep_archive: bool = False) -> Path:
+             keep_archive: bool = False, allow_unverified: bool = False,
+             max_download_mb: float = MAX_DOWNLOAD_MB,
+             max_extract_mb: float | None = None) -> Path:
     """Download, verify and safely extract a zoo model into ``<dest>/<name>/``.
 
-    ``url`` replaces the registry's (a mirror, or a model not in the registry);
-    ``sha256`` is checked in addition to a registry hash. A ``.part`` file left
-    by an interrupted run is resumed.
+    ``url`` replaces the registry's (a mirror, or a model not in the registry; HTTPS
+    only); ``sha256`` is checked in addition to a registry hash. Without any expected
+    hash, a ``url`` needs ``allow_unverified=True``. A ``.part`` file left by an
+    interrupted run is resumed when the server confirms (``If-Range``) the remote file
+    is unchanged. ``max_download_mb`` caps the body; ``max_extract_mb`` the total size
+    of the members (None: ``MAX_EXTRACT_MB`` and ``MAX_RATIO`` x the archive).
 
     Example:
         >>> download("ssd_mobilenet_v2_320")
         PosixPath('pretrained/ssd_mobilenet_v2_320')
     """
-    url, expected = _source(name, url, sha256)
+    url, expected, origin = _source(name, url, sha256)
+    _check_url(url)
     dest, target = Path(dest), Path(dest) / name
     if _already_installed(name, target):
         return target
+    _unverified_policy(name, url, expected, allow_unverified)
     archive = dest / f"{name}.tar.gz"
+    final_url = None
     if not archive.is_file():
         part = dest / f"{name}.tar.gz.part"
         log.info("zoo: downloading %s -> %s", url, archive)
-        _fetch(url, part, progress=progress, timeout=timeout)
+        final_url = _fetch(url, part, progress=progress, timeout=timeout,
+                           max_bytes=int(max_download_mb * MB))
         os.replace(part, archive)
+        _resume_info(part).unlink(missing_ok=True)
     digest = _verify(archive, expected)
     try:
-        result = _install_archive(name, archive, dest, digest, source=url,
-                                  verified=expected is not None)
+        result = _install_archive(name, archive, dest, digest, source=url, origin=origin,
+                                  final_url=final_url, max_extract_mb=max_extract_mb)
     except ZooError:
         archive.unlink()  # unusable: the next run downloads it again
         raise
@@ -170,15 +210,19 @@ def download(name: str, dest: str | Path = "pretrained", url: str | None = None,
 
 
 def install(name: str, from_file: str | Path, dest: str | Path = "pretrained",
-            sha256: str | None = None) -> Path:
+            sha256: str | None = None, allow_unverified: bool = False,
+            max_extract_mb: float | None = None) -> Path:
     """Install a zoo model from an archive on disk (machines without internet).
+
+    Without ``sha256`` (and no registry hash) the archive needs ``allow_unverified=True``.
 
     Example:
         >>> install("ssd_mobilenet_v2_320",
-        ...         from_file="ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz")
+        ...         from_file="ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz",
+        ...         sha256="<sha256 of the archive, from where it was downloaded>")
         PosixPath('pretrained/ssd_mobilenet_v2_320')
     """
-    _, expected = _source(name, "file", sha256)
+    _, expected, origin = _source(name, "file", sha256)
     archive = Path(from_file)
     if not archive.is_file():
         raise ZooError("archive not found", where=str(archive),
@@ -187,14 +231,16 @@ def install(name: str, from_file: str | Path, dest: str | Path = "pretrained",
     dest, target = Path(dest), Path(dest) / name
     if _already_installed(name, target):
         return target
+    _unverified_policy(name, None, expected, allow_unverified, where=str(archive))
     digest = _verify(archive, expected, delete_bad=False)
     return _install_archive(name, archive, dest, digest, source=str(archive.resolve()),
-                            verified=expected is not None)
+                            origin=origin, final_url=None, max_extract_mb=max_extract_mb)
 
 
-def installed(name: str, dest: str | Path = "pretrained") -> dict:
+def installed(name: str, dest: str | Path = "pretrained", verify: bool = True) -> dict:
     """Paths of an installed model: ``checkpoint`` prefix (``.../checkpoint/ckpt-0``),
-    ``pipeline_config`` and ``dir``.
+    ``pipeline_config`` and ``dir``. With ``verify`` every file recorded in ``zoo.json``
+    is checked against its sha256 (a changed or missing file is an error).
 
     Example:
         >>> installed("ssd_mobilenet_v2_320")["checkpoint"]
@@ -206,6 +252,8 @@ def installed(name: str, dest: str | Path = "pretrained") -> dict:
             f"tfod zoo download {name} --url URL"
         raise ZooError(f"zoo model {name!r} is not installed", where=str(target),
                        fix=f"run `{hint}` (or `tfod zoo install {name} --from-file ARCHIVE`)")
+    if verify:
+        _verify_installed(name, target)
     checkpoint = _checkpoint_prefix(target)
     if checkpoint is None:
         raise ZooError("no checkpoint/ckpt-*.index in the installed model", where=str(target),
@@ -217,11 +265,11 @@ def installed(name: str, dest: str | Path = "pretrained") -> dict:
 
 # -- internals ---------------------------------------------------------------------------
 
-def _source(name: str, url: str | None, sha256: str | None) -> tuple[str, str | None]:
-    """(url, expected sha256) of a model name, with the caller's overrides."""
-    if not _NAME.match(name):
-        raise ZooError(f"bad model name {name!r}", where="tfod zoo",
-                       fix="use letters, digits, '_', '-' and '.' only (it names a folder)")
+def _source(name: str, url: str | None, sha256: str | None) -> tuple[str, str | None, str]:
+    """(url, expected sha256, where the hash comes from) of a model name, with the
+    caller's overrides."""
+    check_name(name, "tfod zoo", ZooError,  # it names a folder
+               fix="use a model name from `tfod zoo list`, e.g. ssd_mobilenet_v2_320x320_coco17_tpu-8")
     model = REGISTRY.get(name)
     if model is None and url is None:
         model_info(name)  # raises with suggestions
@@ -232,56 +280,104 @@ def _source(name: str, url: str | None, sha256: str | None) -> tuple[str, str | 
     if len(set(expected)) > 1:
         raise ZooError(f"--sha256 {expected[0]} differs from the registry's {expected[1]}",
                        where="--sha256", fix="drop --sha256, or check the archive's origin")
-    return url or model.url, (expected[0] if expected else None)
+    origin = "--sha256" if sha256 else "registry" if expected else \
+        "none: recorded at install (trust on first use)"
+    return url or model.url, (expected[0] if expected else None), origin
 
 
-def _installed_marker(target: Path) -> Path:
-    return target / "zoo.json"
+def _check_url(url: str, where: str | None = None) -> None:
+    """HTTPS only; plain http only to the loopback interface (local mirrors, tests)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        return
+    raise ZooError(f"refused to download over {parts.scheme or 'no scheme'}://",
+                   where=where or url,
+                   fix="use an https:// URL (http only for 127.0.0.1/localhost)")
 
 
-def _already_installed(name: str, target: Path) -> bool:
-    """True if ``target`` holds a complete install; else make sure it can be written
-    (nothing foreign in the way, the parent folder exists)."""
-    if _installed_marker(target).is_file():
-        log.info("zoo: %s is already installed in %s", name, target)
-        return True
-    _check_target_free(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return False
+def _unverified_policy(name: str, url: str | None, expected: str | None,
+                       allow_unverified: bool, where: str | None = None) -> None:
+    """No expected hash: refuse unless allowed, except for a registry model fetched from
+    its registry HTTPS URL; either way a WARNING banner on stderr."""
+    if expected is not None:
+        return
+    model = REGISTRY.get(name)
+    from_registry = model is not None and url == model.url
+    if not (from_registry or allow_unverified):
+        source = "--url" if url else "--from-file"
+        raise ZooError(f"no sha256 to verify the archive of {name!r} given with {source}",
+                       where=url or where,
+                       fix="pass --sha256 HASH (from where you got the archive), or "
+                       "--allow-unverified to install it anyway")
+    bar = "=" * 78
+    log.warning("%s\nWARNING: UNVERIFIED ARCHIVE for %s: no published sha256 to check it "
+                "against.\nIts sha256 is recorded in zoo.json and checked on every later "
+                "use;\ncompare it with a trusted copy, or pass --sha256.\n%s", bar, name, bar)
 
 
-def _check_target_free(target: Path) -> None:
-    if target.exists():
-        raise ZooError("folder exists but holds no zoo.json (not installed by tfod)",
-                       where=str(target), fix="move or delete it, then run the command again")
+class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an URL :func:`_check_url` accepts."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        _check_url(newurl, where=f"redirect from {req.full_url} to {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into ``part``, resuming what is there; raise if it ends early."""
+def _resume_info(part: Path) -> Path:
+    """Next to a ``.part``: the URL it came from and the server's validator."""
+    return part.with_name(part.name + ".json")
+
+
+def _validator(headers) -> str | None:
+    """A strong validator for If-Range: an ETag that is not weak, else Last-Modified."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _fetch(url: str, part: Path, progress: bool, timeout: float, max_bytes: int) -> str:
+    """Stream ``url`` into ``part`` (at most ``max_bytes``), resuming what is there when
+    the server confirms the file is unchanged; raise if it ends early. Returns the final
+    URL after redirects."""
     from tqdm import tqdm
 
+    info_path = _resume_info(part)
+    info = {}
     offset = part.stat().st_size if part.is_file() else 0
+    if offset:
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(info_path.read_text())
+        if info.get("url") != url or not info.get("validator"):
+            log.warning("zoo: %s has no saved validator for this URL; downloading from the "
+                        "start", part)
+            offset = 0
     request = urllib.request.Request(url, headers={"User-Agent": "tfod"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
+        request.add_header("If-Range", info["validator"])
+    opener = urllib.request.build_opener(_HttpsRedirects)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # nothing left after offset
+        exc.close()
+        if exc.code == 416 and offset:  # validator matched, nothing left after offset
             total = re.match(r"bytes \*/(\d+)", exc.headers.get("Content-Range", "") or "")
             if total and int(total.group(1)) == offset:
-                return  # the .part is already complete
+                return info.get("final_url", url)  # the .part is already complete
             log.warning("zoo: server refused to resume %s (HTTP 416); starting again", part)
             part.unlink()
-            return _fetch(url, part, progress, timeout)
+            return _fetch(url, part, progress, timeout, max_bytes)
         raise ZooError(f"download failed: HTTP {exc.code} {exc.reason}", where=url,
                        fix="check the URL (tfod zoo info NAME), or use --url with a mirror")
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise ZooError(f"download failed: {reason}", where=url,
                        fix="check the network, or download the archive elsewhere and use "
                        "`tfod zoo install NAME --from-file ARCHIVE`") from None
     with response:
+        final_url = response.geturl()
+        _check_url(final_url)
         if offset and response.status == 206:
             start = _range_start(response.headers.get("Content-Range", ""))
             if start != offset:
@@ -291,10 +387,20 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
             log.info("zoo: resuming %s at %d bytes", part.name, offset)
         else:
             if offset:
-                log.warning("zoo: server ignored the range request; downloading from the start")
+                log.warning("zoo: the remote file changed since the partial download (or the "
+                            "server ignores ranges); downloading from the start")
             offset, mode = 0, "wb"
+            info = {"url": url, "validator": _validator(response.headers)}
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
+        total = offset + int(length) if length is not None and length.isdigit() else None
+        cap_fix = f"if the file is right, raise the cap: --max-download-mb " \
+                  f"{max(2 * max_bytes // MB, 1)}"
+        if total is not None and total > max_bytes:
+            _discard(part)
+            raise ZooError(f"download of {total} bytes exceeds the cap of {max_bytes} bytes "
+                           "(Content-Length); nothing downloaded", where=final_url, fix=cap_fix)
+        info["final_url"] = final_url
+        info_path.write_text(json.dumps(info))
         bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=part.name.removesuffix(".tar.gz.part"), dynamic_ncols=True,
                    disable=not (progress and sys.stderr.isatty()))
@@ -302,19 +408,31 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
         try:
             with open(part, mode) as out, bar:
                 while True:
-                    chunk = response.read(CHUNK)
+                    chunk = response.read1(CHUNK)  # what has arrived: a kill keeps it
                     if not chunk:
                         break
-                    out.write(chunk)
                     size += len(chunk)
+                    if size > max_bytes:
+                        break
+                    out.write(chunk)
                     bar.update(len(chunk))
         except (OSError, ValueError, http.client.HTTPException) as exc:
             size = part.stat().st_size
             log.debug("zoo: read error %r", exc)
+    if size > max_bytes:
+        _discard(part)
+        raise ZooError(f"download exceeds the cap of {max_bytes} bytes; stopped and deleted",
+                       where=final_url, fix=cap_fix)
     if total is not None and size < total:
         raise ZooError(f"download ended early at {size} of {total} bytes", where=url,
                        fix="run the same command again to resume it")
     log.info("zoo: downloaded %d bytes", size)
+    return final_url
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _resume_info(part).unlink(missing_ok=True)
 
 
 def _range_start(content_range: str) -> int | None:
@@ -346,44 +464,45 @@ def _verify(archive: Path, expected: str | None, delete_bad: bool = True) -> str
     return digest
 
 
-def _check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
-    """Refuse anything that could write outside the extraction folder."""
-    for m in members:
-        where = f"{archive}: member {m.name!r}"
-        path = PurePosixPath(m.name)
-        if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) \
-                or path.is_absolute():
-            raise ZooError("absolute path in the archive", where=where,
-                           fix="refused; get the archive from the zoo URL")
-        if ".." in path.parts:
-            raise ZooError("'..' in a path of the archive", where=where,
-                           fix="refused; get the archive from the zoo URL")
-        if m.isdev() or not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            raise ZooError("device or special file in the archive", where=where,
-                           fix="refused; get the archive from the zoo URL")
-        if m.issym() or m.islnk():
-            link = PurePosixPath(m.linkname)
-            # symlinks are relative to the member's folder, hard links to the archive root
-            base = path.parent if m.issym() else PurePosixPath()
-            resolved = _normalise(base / link)
-            if link.is_absolute() or m.linkname.startswith("/") or resolved is None:
-                raise ZooError(f"link to {m.linkname!r} leaves the model folder", where=where,
-                               fix="refused; get the archive from the zoo URL")
+def _verify_installed(name: str, target: Path) -> None:
+    """Check every file recorded in zoo.json against its sha256 (trust on first use)."""
+    try:
+        files = json.loads(_installed_marker(target).read_text()).get("files")
+    except (OSError, ValueError) as exc:
+        raise ZooError(f"unreadable zoo.json ({exc})", where=str(target),
+                       fix=f"delete the folder and install {name} again") from None
+    if files is None:
+        log.warning("zoo: %s was installed without file hashes; not verified", target)
+        return
+    for rel, digest in files.items():
+        path = target / rel
+        if not path.is_file() or path.is_symlink() or _sha256(path) != digest:
+            raise ZooError("installed file changed since install (sha256 recorded in zoo.json)",
+                           where=str(path),
+                           fix=f"delete {target} and install {name} again from a trusted "
+                           "source")
 
 
-def _normalise(path: PurePosixPath) -> PurePosixPath | None:
-    """Resolve ``..`` lexically; None if the path climbs above its root."""
-    parts: list[str] = []
-    for part in path.parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+def _installed_marker(target: Path) -> Path:
+    return target / "zoo.json"
+
+
+def _already_installed(name: str, target: Path) -> bool:
+    """True if ``target`` holds a complete, unchanged install; else make sure it can be
+    written (nothing foreign in the way, the parent folder exists)."""
+    if _installed_marker(target).is_file():
+        _verify_installed(name, target)
+        log.info("zoo: %s is already installed in %s", name, target)
+        return True
+    _check_target_free(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def _check_target_free(target: Path) -> None:
+    if target.exists() or target.is_symlink():
+        raise ZooError("folder exists but holds no zoo.json (not installed by tfod)",
+                       where=str(target), fix="move or delete it, then run the command again")
 
 
 def _checkpoint_prefix(folder: Path) -> Path | None:
@@ -393,34 +512,177 @@ def _checkpoint_prefix(folder: Path) -> Path | None:
     return indexes[-1].with_suffix("") if indexes else None
 
 
-def _check_stream(archive: Path) -> None:
-    """Decompress the whole file once: a damaged stream fails its CRC here (tarfile
-    alone stops quietly at the first bad header and extracts a partial model)."""
+# -- extraction --------------------------------------------------------------------------
+
+class _Budget:
+    """A read-only stream that refuses to yield more than ``limit`` bytes (a bound on
+    decompression, whatever the tar headers say)."""
+
+    def __init__(self, stream, limit: int, archive: Path):
+        self.stream, self.limit, self.archive, self.count = stream, limit, archive, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(CHUNK if size is None or size < 0 else size)
+        self.count += len(data)
+        if self.count > self.limit:
+            raise ZooError(f"archive decompresses to more than {self.limit} bytes; refused",
+                           where=str(self.archive), fix="get the archive from the zoo URL")
+        return data
+
+
+@contextlib.contextmanager
+def _decompressed(archive: Path, limit: int):
     with open(archive, "rb") as f:
         magic = f.read(6)
-    for prefix, opener in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open),
-                           (b"\xfd7zXZ", lzma.open)):
+    opener = open
+    for prefix, candidate in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open),
+                              (b"\xfd7zXZ", lzma.open)):
         if magic.startswith(prefix):
-            with opener(archive, "rb") as stream:
-                while stream.read(CHUNK):
-                    pass
+            opener = candidate
+    with opener(archive, "rb") as stream:
+        yield _Budget(stream, limit, archive)
+
+
+def _refuse(what: str, where: str) -> ZooError:
+    return ZooError(what, where=where, fix="refused; get the archive from the zoo URL")
+
+
+def _check_member(m: tarfile.TarInfo, archive: Path) -> None:
+    """Regular files and folders with relative paths inside the archive, nothing else."""
+    where = f"{archive}: member {m.name!r}"
+    path = PurePosixPath(m.name)
+    if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or path.is_absolute():
+        raise _refuse("absolute path in the archive", where)
+    if ".." in path.parts:
+        raise _refuse("'..' in a path of the archive", where)
+    if m.issym() or m.islnk():
+        raise _refuse(f"link member (to {m.linkname!r}) in the archive; zoo checkpoints "
+                      "hold none", where)
+    if m.issparse():
+        raise _refuse("sparse file in the archive", where)
+    if not (m.isfile() or m.isdir()):
+        raise _refuse("device, fifo or other special file in the archive", where)
+
+
+def _limits(archive: Path, max_extract_mb: float | None) -> tuple[int, str]:
+    """(cap on the total declared size in bytes, how to raise it)."""
+    if max_extract_mb is not None:
+        return int(max_extract_mb * MB), f"--max-extract-mb {2 * max_extract_mb:g}"
+    ratio = max(MAX_RATIO * archive.stat().st_size, RATIO_FLOOR_MB * MB)
+    return min(MAX_EXTRACT_MB * MB, ratio), "--max-extract-mb MB if you trust the archive"
+
+
+def _read_archive(archive: Path, max_extract_mb: float | None,
+                  into: Path | None = None) -> dict[str, str]:
+    """One pass over the archive as a stream: check every member, the member count and
+    the running total of declared sizes; with ``into``, write each member there.
+    Returns {path relative to ``into``: sha256} of the files written."""
+    cap, raise_fix = _limits(archive, max_extract_mb)
+    budget = cap + 3 * tarfile.BLOCKSIZE * MAX_MEMBERS + MB  # data + headers + padding
+    files: dict[str, str] = {}
+    count = total = 0
+    root_real = os.path.realpath(into) if into is not None else ""
+    with _decompressed(archive, budget) as stream:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise _refuse(f"more than {MAX_MEMBERS} members in the archive",
+                                  str(archive))
+                _check_member(member, archive)
+                total += member.size if member.isfile() else 0
+                if total > cap:
+                    raise ZooError(f"members declare more than {cap} bytes (at {member.name!r})"
+                                   f"; archive is {archive.stat().st_size} bytes",
+                                   where=str(archive), fix=f"refused; {raise_fix}")
+                if into is not None:
+                    written = _write_member(tar, member, into, root_real, archive)
+                    if written is not None:
+                        files[written[0]] = written[1]
+        while stream.read(CHUNK):  # to the end: a damaged stream fails its CRC here
+            pass
+    if count == 0:
+        raise ZooError("not a readable .tar.gz archive (no members)", where=str(archive),
+                       fix="delete it and download it again")
+    return files
+
+
+def _open_dir(root: Path, parts: list[str], where: str) -> int:
+    """A file descriptor of ``root/parts...``, each folder created if missing and opened
+    with ``O_NOFOLLOW|O_DIRECTORY`` relative to the one before: a link anywhere on the
+    way is an error, whatever the path looks like as text. The caller closes it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, flags)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except (NotADirectoryError, OSError) as exc:
+                raise _refuse(f"member path runs through something that is not a folder "
+                              f"({exc.strerror})", where) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _inside(fd: int, root_real: str) -> bool:
+    """Where the folder open as ``fd`` really is, asked of the filesystem (Linux: the
+    /proc/self/fd link), lies inside ``root_real``."""
+    proc = f"/proc/self/fd/{fd}"
+    if not os.path.exists(proc):  # not Linux: the per-component O_NOFOLLOW walk is the guard
+        return True
+    real = os.readlink(proc)
+    return os.path.commonpath([real, root_real]) == root_real
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, root_real: str,
+                  archive: Path) -> tuple[str, str] | None:
+    """Write one checked member under ``root``: (relative path, sha256), None for folders."""
+    where = f"{archive}: member {member.name!r}"
+    parts = [p for p in PurePosixPath(member.name).parts if p not in ("", ".")]
+    if not parts:
+        return None
+    fd = _open_dir(root, parts if member.isdir() else parts[:-1], where)
+    try:
+        if not _inside(fd, root_real):
+            raise _refuse("member would be written outside the extraction folder", where)
+        if member.isdir():
+            return None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | \
+            getattr(os, "O_CLOEXEC", 0)
+        try:
+            out_fd = os.open(parts[-1], flags, 0o644, dir_fd=fd)
+        except FileExistsError:
+            raise _refuse("the same path twice in the archive", where) from None
+    finally:
+        os.close(fd)
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(out_fd, "wb") as out, tar.extractfile(member) as src:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            out.write(block)
+            digest.update(block)
+            size += len(block)
+    if size != member.size:
+        raise ZooError(f"member ended early ({size} of {member.size} bytes)", where=where,
+                       fix="delete the archive and download it again")
+    return "/".join(parts), digest.hexdigest()
 
 
 def _install_archive(name: str, archive: Path, dest: Path, digest: str, source: str,
-                     verified: bool) -> Path:
+                     origin: str, final_url: str | None,
+                     max_extract_mb: float | None) -> Path:
     target = dest / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.extracting-", dir=dest))
     try:
         try:
-            _check_stream(archive)
-            with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()  # reads the whole archive: corrupt -> error here
-                _check_members(members, archive)
-                tar.extractall(tmp, members=members, filter="data")
+            _read_archive(archive, max_extract_mb)  # every check, before any write
+            files = _read_archive(archive, max_extract_mb, into=tmp)
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-            if isinstance(exc, tarfile.FilterError):
-                raise ZooError(f"unsafe member refused ({exc})", where=str(archive),
-                               fix="get the archive from the zoo URL") from None
             raise ZooError(f"not a readable .tar.gz archive ({exc})", where=str(archive),
                            fix="delete it and download it again") from None
         entries = [p for p in tmp.iterdir()]
@@ -429,17 +691,24 @@ def _install_archive(name: str, archive: Path, dest: Path, digest: str, source: 
         if checkpoint is None:
             raise ZooError("archive holds no checkpoint/ckpt-*.index", where=str(archive),
                            fix="use a TF2 Detection Zoo archive (checkpoint/, pipeline.config)")
-        meta = {"name": name, "source": source, "sha256": digest, "sha256_verified": verified,
+        prefix = "" if root == tmp else root.name + "/"
+        files = {rel[len(prefix):]: h for rel, h in files.items()
+                 if rel.startswith(prefix) and rel[len(prefix):] != "zoo.json"}
+        meta = {"name": name, "source": source, "final_url": final_url, "sha256": digest,
+                "sha256_verified": origin in ("registry", "--sha256"), "sha256_origin": origin,
                 "bytes": archive.stat().st_size,
                 "installed": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"),
                 "checkpoint": str(checkpoint.relative_to(root)),
                 "pipeline_config": "pipeline.config"
-                if (root / "pipeline.config").is_file() else None}
+                if (root / "pipeline.config").is_file() else None,
+                "files": files}
         if name in REGISTRY:
             meta["registry"] = model_info(name)
         _installed_marker(root).write_text(json.dumps(meta, indent=2))
-        os.replace(root, target)
+        os.chmod(root, 0o755)
+        _check_target_free(target)
+        os.rename(root, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)
