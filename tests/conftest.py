@@ -37,9 +37,11 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run):
-    """tiny_run exported ONCE in every format, each scored (tfod.exporter.export):
-    (result dict, export folder). Shared by test_exporter and test_inference."""
+    """tiny_run exported ONCE in every format, each scored (tfod.exporter.export) against
+    the checkpoint's own eval: (result dict, export folder). Shared by test_exporter and
+    test_inference."""
     from tfod.exporter import export
 
     out = tiny_run["root"] / "exports" / "tiny"
-    return export(tiny_run["run_dir"], out_dir=out, formats=["all"], calibration_images=8), out
+    return export(tiny_run["run_dir"], out_dir=out, formats=["all"], calibration_images=8,
+                  evaluate_checkpoint=True), out

@@ -203,3 +203,238 @@ def test_structure_check_agrees_with_tensorflows_decoder(tmp_path):
         assert ours == theirs, name
         assert ours == isinstance(checks.inspect_image(target, decode="always"),
                                   checks.ImageInfo), name
+
+
+# --- the pieces of the checks, each with inputs whose answer is known ------------------------
+
+def test_jpeg_structure_names_what_is_wrong():
+    sof = b"\xff\xc0\x00\x04\x00\x00"  # a frame header segment (content irrelevant here)
+    sos = b"\xff\xda\x00\x02"  # a scan header; entropy-coded data follows
+    assert checks.jpeg_structure_error(b"") == "no JPEG start marker"
+    assert checks.jpeg_structure_error(b"\xff\xd9") == "no JPEG start marker"
+    assert checks.jpeg_structure_error(b"\xff\xd8\x00") == "expected a marker at byte 2"
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xd9") == "ends before any image data"
+    assert checks.jpeg_structure_error(b"\xff\xd8" + sof + b"\xff\xd9") == \
+        "ends before any image data"  # a frame but no scan
+    assert checks.jpeg_structure_error(b"\xff\xd8" + sos + b"\x12\xff\xd9") == \
+        "ends before any image data"  # a scan but no frame
+    good = b"\xff\xd8" + sof + sos + b"\x12\xff\x00\x34\xff\xd0\x56\xff\xff\xd9"
+    assert checks.jpeg_structure_error(good) is None  # stuffed 00, RST0, a fill byte
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xff\xff" + sof[1:] + sos + b"\xff\xd9") \
+        is None  # fill bytes before a marker
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\x01\xff\xd0" + sof + sos + b"\xff\xd9") \
+        is None  # standalone TEM and RST markers have no length
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xc0\x00\x01") == \
+        "segment at byte 2 runs past the end of the file (truncated?)"  # length < 2
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xc0\x00\x05\x00\x00") == \
+        "segment at byte 2 runs past the end of the file (truncated?)"
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xc0\x00\x04\x00\x00") == \
+        "file ends without an end marker (truncated?)"  # a segment that just fits
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xc0\x00") == \
+        "file ends without an end marker (truncated?)"  # no room for the length
+    assert checks.jpeg_structure_error(b"\xff\xd8\xff\xff") == \
+        "file ends without an end marker (truncated?)"  # fill bytes up to the end
+    assert checks.jpeg_structure_error(b"\xff\xd8" + sof + sos + b"\x12\x34") == \
+        "image data ends without an end marker (truncated?)"
+    assert checks.jpeg_structure_error(b"\xff\xd8" + sof + sos + b"\x12\xff") == \
+        "image data ends without an end marker (truncated?)"
+    assert checks.jpeg_structure_error(b"\xff\xd8" + sof + sos + b"\x12\xff\x00") == \
+        "image data ends without an end marker (truncated?)"
+
+
+def test_inspect_image_reports_each_failure_by_name(tmp_path):
+    import hashlib
+
+    assert checks.inspect_image(tmp_path / "none.jpg") == checks.MISSING == "missing"
+    assert checks.inspect_image(tmp_path) == "cannot read (Is a directory)"
+    img = _jpeg(tmp_path / "a.jpg", size=(64, 48))
+    info = checks.inspect_image(img)
+    assert info == checks.ImageInfo(hashlib.sha256(img.read_bytes()).hexdigest(), 64, 48,
+                                    "jpeg", "RGB", 1, False)
+    assert checks.inspect_image(img, max_pixels=64 * 48) == info  # the limit itself is allowed
+    assert checks.inspect_image(img, max_pixels=64 * 48 - 1) == (
+        "declares 64x48 = 3,072 pixels, over the limit of 3,071 (a decompression bomb?); "
+        "raise --max-pixels if the image is real")
+    raw = img.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(raw[:-200])
+    assert checks.inspect_image(cut) == \
+        "broken JPEG: image data ends without an end marker (truncated?)"
+    assert checks.inspect_image(cut, decode="always").startswith("cannot decode (")
+    assert checks.inspect_image(_jpeg(tmp_path / "odd.jpg", exif_orientation=9)).orientation == 1
+    turned = checks.inspect_image(_jpeg(tmp_path / "t.jpg", exif_orientation=8))
+    assert (turned.orientation, turned.rotate, turned.passthrough) == (8, False, True)
+    png = tmp_path / "p.png"
+    _jpeg(png)
+    png.write_bytes(png.read_bytes()[:len(png.read_bytes()) // 2])
+    assert checks.inspect_image(png).startswith("cannot decode (")
+
+
+def test_passthrough_only_for_unrotated_rgb_or_grey_jpeg():
+    def info(fmt="jpeg", mode="RGB", rotate=False):
+        return checks.ImageInfo("0", 1, 1, fmt, mode, 1, rotate)
+
+    assert [info().passthrough, info(mode="L").passthrough, info(mode="CMYK").passthrough,
+            info(fmt="png").passthrough, info(rotate=True).passthrough] == \
+        [True, True, False, False, False]
+
+
+def _settle(info, given=(0, 0)):
+    record = Record(checks.Path("x/a.jpg"), *given, source="a.xml")
+    report = Report()
+    checks._settle_size(record, info, report)
+    return (record.width, record.height), info.rotate, report
+
+
+def test_settle_size_decides_rotation_and_notes_colour_and_format():
+    def info(orientation=1, fmt="jpeg", mode="RGB"):
+        return checks.ImageInfo("0", 60, 40, fmt, mode, orientation)
+
+    size, rotate, report = _settle(info(6))  # no size given: as viewers show it
+    assert (size, rotate, dict(report.notes), dict(report.problems)) == (
+        (40, 60), True, {"EXIF-rotated image (pixels rotated as viewers show them)": 1}, {})
+    size, rotate, report = _settle(info(6), (40, 60))
+    assert (size, rotate) == ((40, 60), True) and not report.problems
+    size, rotate, report = _settle(info(6), (60, 40))  # the stored size: labelled as stored
+    assert (size, rotate, dict(report.notes)) == (
+        (60, 40), False, {"EXIF orientation ignored (annotation has the stored size)": 1})
+    size, rotate, report = _settle(info(3), (60, 40))  # upside down: same size either way
+    assert (size, rotate) == ((60, 40), True)
+    size, rotate, report = _settle(info(1), (61, 40))
+    assert (size, rotate) == ((60, 40), False) and not report.notes
+    assert report.examples["annotation size differs from the image"] == [
+        "a.xml: annotation says 61x40, a.jpg is 60x40; boxes checked against the real size"]
+    notes = {mode_fmt: list(_settle(info(1, *mode_fmt))[2].notes) for mode_fmt in [
+        ("jpeg", "L"), ("png", "L"), ("jpeg", "CMYK"), ("png", "RGBA"), ("png", "LA"),
+        ("png", "PA"), ("gif", "P"), ("tiff", "I;16"), ("", "RGB"), ("jpeg", "RGB")]}
+    assert notes == {
+        ("jpeg", "L"): ["greyscale JPEG (passed through; decoded as RGB)"],
+        ("png", "L"): ["greyscale image (converted to RGB)", "PNG image (encoded once as JPEG)"],
+        ("jpeg", "CMYK"): ["CMYK image (converted to RGB)"],
+        ("png", "RGBA"): ["RGBA image (converted to RGB, transparency dropped)",
+                          "PNG image (encoded once as JPEG)"],
+        ("png", "LA"): ["LA image (converted to RGB, transparency dropped)",
+                        "PNG image (encoded once as JPEG)"],
+        ("png", "PA"): ["PA image (converted to RGB, transparency dropped)",
+                        "PNG image (encoded once as JPEG)"],
+        ("gif", "P"): ["P image (converted to RGB, transparency dropped)",
+                       "GIF image (encoded once as JPEG)"],
+        ("tiff", "I;16"): ["I;16 image (converted to RGB)", "TIFF image (encoded once as JPEG)"],
+        ("", "RGB"): ["unknown-format image (encoded once as JPEG)"],
+        ("jpeg", "RGB"): []}
+
+
+def test_box_limits_are_inclusive_at_the_tolerance_and_the_duplicate_iou():
+    """Boxes on a 100x50 image: 2 px outside is clipped, more is refused; IoU exactly 0.95
+    (a 100x10 box against one 95 wide inside it) is a duplicate."""
+    record = Record(checks.Path("a.jpg"), 100, 50, [
+        Box("a", -2, -2, 102, 52),          # clipped to the image
+        Box("b", -2.01, 0, 10, 10),         # outside
+        Box("b", 0, -2.01, 10, 10),         # outside
+        Box("b", 0, 0, 102.01, 10),         # outside
+        Box("b", 0, 0, 10, 52.01),          # outside
+        Box("c", 0, 20, 0.000001, 30),      # 1e-6 wide: kept
+        Box("c", 10, 20, 30, 20.0000001),   # zero height
+        Box("d", 0, 0, 100, 10),
+        Box("d", 0, 0, 95, 10),             # IoU 0.95 with the box before: a duplicate
+        Box("d", 0, 0, 94, 10),             # IoU 0.94: kept
+        Box("e", 5, 5, 5, 1),               # ymax < ymin
+    ], source="a.xml")
+    report = Report()
+    checks._check_boxes(record, report, None)  # no label map: every class accepted
+    assert [(b.name, b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes] == [
+        ("a", 0.0, 0.0, 100.0, 50.0), ("c", 0, 20, 0.000001, 30), ("d", 0, 0, 100, 10),
+        ("d", 0, 0, 94, 10)]
+    assert dict(report.problems) == {"box outside image": 4, "zero-area box": 1,
+                                     "duplicate box": 1, "inverted box": 1}
+    assert report.examples["duplicate box"] == [
+        "a.xml: box 9 (d at 0,0,95,10): same class and IoU >= 0.95 with box 3; drawn twice"]
+    assert report.examples["box outside image"][0] == \
+        "a.xml: box 2 (b at -2.01,0,10,10): image is 100x50; fix the box"
+    assert report.examples["inverted box"] == \
+        ["a.xml: box 11 (e at 5,5,5,1): max < min; swap the coordinates"]
+    assert report.examples["zero-area box"] == \
+        ["a.xml: box 7 (c at 10,20,30,20): no width or no height"]
+
+
+def test_iou_of_known_overlaps():
+    def box(*xyxy):
+        return Box("a", *xyxy)
+
+    assert checks._iou(box(0, 0, 10, 10), box(5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert checks._iou(box(0, 0, 10, 10), box(0, 5, 10, 15)) == pytest.approx(50 / 150)
+    assert checks._iou(box(0, 0, 10, 10), box(10, 0, 20, 10)) == 0.0  # touching
+    assert checks._iou(box(0, 0, 10, 10), box(0, 10, 10, 20)) == 0.0
+    assert checks._iou(box(0, 0, 4, 2), box(1, 0, 3, 2)) == 0.5
+
+
+def test_workers_and_messages_of_check_records(tmp_path):
+    import os
+
+    assert checks.default_workers(checks.POOL_MIN_IMAGES - 1) == 1
+    assert checks.default_workers(checks.POOL_MIN_IMAGES) == \
+        max(1, min(len(os.sched_getaffinity(0)), 8))
+    assert checks.POOL_MIN_IMAGES == 200 and checks.DUPLICATE_IOU == 0.95
+    assert list(checks.map_images(str.upper, ["a", "b"], 1)) == ["A", "B"]
+    a = _jpeg(tmp_path / "a.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    report = Report()
+    records = [_record(tmp_path / n, [("x", 1, 1, 5, 5)]) for n in ("missing.jpg", "bad.jpg",
+                                                                    "a.jpg")]
+    kept = checks.check_records(records, report, classes=["y"], workers=None)
+    assert [r.image_path for r in kept] == [a] and kept[0].boxes == []
+    assert kept[0].image.sha256 and (kept[0].width, kept[0].height) == (64, 48)
+    assert report.examples["missing image"] == [
+        f"missing.jpg.xml: {tmp_path / 'missing.jpg'} not found; add the image or remove its "
+        "annotation"]
+    assert report.examples["unreadable image"][0].startswith(
+        f"{tmp_path / 'bad.jpg'}: cannot decode (")
+    assert report.examples["unreadable image"][0].endswith("; replace or remove the file")
+    assert report.examples["class not in the label map"] == [
+        "a.jpg.xml: box 1 (x at 1,1,5,5): add 'x' to the label map or fix the name"]
+    report = Report()
+    big = checks.check_records([_record(a, [])], report, max_pixels=10)
+    assert big == [] and "over the limit of 10" in report.examples["unreadable image"][0]
+
+
+def test_iou_of_disjoint_and_thin_overlaps():
+    def box(*xyxy):
+        return Box("a", *xyxy)
+
+    assert checks._iou(box(0, 0, 10, 10), box(20, 0, 30, 10)) == 0.0  # apart in x only
+    assert checks._iou(box(0, 0, 10, 10), box(0, 20, 10, 30)) == 0.0  # apart in y only
+    assert checks._iou(box(0, 0, 10, 10), box(9.5, 0, 20, 10)) == pytest.approx(5 / 200)
+    assert checks._iou(box(0, 0, 10, 10), box(0, 9.5, 10, 20)) == pytest.approx(5 / 200)
+
+
+def test_box_checks_go_on_after_each_refusal_and_edges_of_zero():
+    record = Record(checks.Path("a.jpg"), 100, 50, [
+        Box("z", 1, 1, 5, 5),               # not in the label map
+        Box("a", 1, 5, 3, 5),               # ymax == ymin: zero area, not inverted
+        Box("a", 0, 0, 10, 0.000001),       # 1e-6 high: kept
+        Box("a", 20, 20, 30, 30),
+    ], source="a.xml")
+    report = Report()
+    checks._check_boxes(record, report, {"a"})
+    assert [(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes] == [
+        (0, 0, 10, 0.000001), (20, 20, 30, 30)]
+    assert dict(report.problems) == {"class not in the label map": 1, "zero-area box": 1}
+
+
+def test_default_workers_follow_the_cpus_up_to_8(monkeypatch):
+    """The CPU count is the machine's; faked here to reach 1 and 16 CPUs."""
+    for cpus, workers in ((1, 1), (3, 3), (8, 8), (16, 8)):
+        monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)))
+        assert checks.default_workers(checks.POOL_MIN_IMAGES) == workers
+
+
+def test_check_records_defaults_structure_check_and_no_progress_bar(tmp_path, capsys):
+    """By default: the JPEG structure check (not a decode) and no progress bar on stderr."""
+    raw = _jpeg(tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(raw[:-200])
+    report = Report()
+    checks.check_records([_record(tmp_path / "cut.jpg", [])], report)
+    assert report.examples["unreadable image"] == [
+        f"{tmp_path / 'cut.jpg'}: broken JPEG: image data ends without an end marker "
+        "(truncated?); replace or remove the file"]
+    assert capsys.readouterr().err == ""

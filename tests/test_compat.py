@@ -130,10 +130,18 @@ def test_pillow_getsize():
 
 
 def test_numpy_names_for_odapi_modules_only():
-    from object_detection.utils import metrics
+    from object_detection.metrics import tf_example_parser
+    from object_detection.utils import metrics, visualization_utils
 
-    assert not hasattr(np, "NAN") or np.NAN  # numpy itself is untouched ...
-    assert metrics.np.float is float  # ... the OD API module sees the old names
+    # numpy itself is untouched: the removed names stay removed (the upstream break) ...
+    for name in ("NAN", "float", "int", "string_"):
+        assert not hasattr(np, name), f"np.{name} was put back into numpy for everyone"
+    # ... each patched OD API module sees them through a proxy of the real numpy
+    for module in (metrics, visualization_utils, tf_example_parser):
+        proxy = module.np
+        assert isinstance(proxy, compat.ModuleProxy) and proxy.__dict__["_wrapped"] is np
+        assert proxy.float is float and proxy.int is int and np.isnan(proxy.NAN)
+        assert proxy.string_ is np.bytes_ and proxy.array is np.array
     scores = np.array([0.9, 0.8, 0.1])
     labels = np.array([True, False, True])
     precision, recall = metrics.compute_precision_recall(scores, labels, 2)

@@ -140,7 +140,12 @@ def test_evaluate_all_writes_reports(tiny_run):
     # ckpt-1 is upstream's step-0 save without model variables: skipped, not evaluated
     assert metrics["evaluated"] == ["ckpt-2"]
     assert metrics["step"] == TINY_STEPS
-    assert 0.0 <= metrics[evaluation.MAP] <= 1.0
+    # COCO's mAP is the mean of the per-class APs over the classes with ground truth
+    per_class = [row for row in metrics["per_class"].values() if row["AP"] > -1]
+    assert per_class and metrics[evaluation.MAP] == pytest.approx(
+        np.mean([row["AP"] for row in per_class]), abs=1e-9)
+    assert metrics[evaluation.MAP50] == pytest.approx(
+        np.mean([row["AP@.5"] for row in per_class]), abs=1e-9)
     eval_dir = run_dir / "eval"
     saved = json.loads((eval_dir / "metrics.json").read_text())
     assert saved[evaluation.MAP50] == metrics[evaluation.MAP50]
@@ -210,3 +215,171 @@ def test_watch_timeout_and_bad_input(tiny_run, tmp_path):
 def test_evaluate_without_checkpoint(tmp_path):
     with pytest.raises(TrainError, match="not found"):
         evaluate(tmp_path / "missing")
+
+
+# --- the eval path on hand-made detections ------------------------------------------------
+# Boxes here are pixels (x0, y0, x1, y1) on non-square images; classes are label ids 1..K.
+
+def _evaluate_detections(images, names, out_dir):
+    """Metrics of hand-made detections through the code tfod.evaluate runs after the model.
+
+    That is, per image (eval batch 1): the model's normalised boxes and 0-based classes
+    go through ``model_lib_v2.prepare_eval_dict`` (pixel boxes, label ids), into the OD
+    API's COCO evaluator built by ``eval_util.get_evaluators`` from the tiny template's
+    eval_config with per-category metrics on (as tfod's _Evaluator sets it); then
+    ``evaluate()`` under ``evaluation._keep_coco_eval`` and ``evaluation._class_report``
+    (the per-class AP written to metrics.json). ``images``: ``[((height, width),
+    groundtruth [(class_id, x0, y0, x1, y1)], detections [(class_id, x0, y0, x1, y1,
+    score)])]``.
+    """
+    import tensorflow as tf
+    from object_detection import eval_util, inputs, model_lib_v2
+    from object_detection.core import standard_fields as fields
+
+    from tfod import pipeline
+
+    configs = pipeline.load_configs(pipeline.resolve_template("ssd_mobilenet_v2_tiny"))
+    eval_config = configs["eval_config"]
+    eval_config.include_metrics_per_category = True
+    resized = pipeline.image_size(configs)
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
+    evaluators = eval_util.get_evaluators(
+        eval_config, categories, eval_util.evaluator_options_from_eval_config(eval_config))
+
+    def normalised(boxes, height, width):  # (x0, y0, x1, y1) px -> [[ymin, xmin, ymax, xmax]]
+        return tf.constant([[[b[2] / height, b[1] / width, b[4] / height, b[3] / width]
+                             for b in boxes]], tf.float32, shape=[1, len(boxes), 4])
+
+    for key, ((height, width), groundtruth, detections) in enumerate(images):
+        prediction = {
+            fields.DetectionResultFields.detection_boxes: normalised(detections, height, width),
+            fields.DetectionResultFields.detection_scores:
+                tf.constant([[d[5] for d in detections]], tf.float32, shape=[1, len(detections)]),
+            fields.DetectionResultFields.detection_classes:  # the model's classes are 0-based
+                tf.constant([[d[0] - 1 for d in detections]], tf.float32,
+                            shape=[1, len(detections)]),
+            fields.DetectionResultFields.num_detections: tf.constant([len(detections)],
+                                                                     tf.float32)}
+        labels = {
+            fields.InputDataFields.groundtruth_boxes: normalised(groundtruth, height, width),
+            fields.InputDataFields.groundtruth_classes:
+                tf.one_hot([[g[0] - 1 for g in groundtruth]], len(names)),
+            fields.InputDataFields.num_groundtruth_boxes: tf.constant([len(groundtruth)])}
+        features = {  # as inputs.eval_input gives them: the resized image, the original size
+            fields.InputDataFields.image: tf.zeros([1, *resized, 3]),
+            fields.InputDataFields.original_image: tf.zeros([1, *resized, 3], tf.uint8),
+            fields.InputDataFields.original_image_spatial_shape: tf.constant([[height, width]]),
+            fields.InputDataFields.true_image_shape: tf.constant([[*resized, 3]]),
+            inputs.HASH_KEY: tf.constant([str(key)])}
+        eval_dict, class_agnostic = model_lib_v2.prepare_eval_dict(prediction, labels, features)
+        assert not class_agnostic
+        for evaluator in evaluators:
+            evaluator.add_eval_dict(eval_dict)
+    metrics = {}
+    with evaluation._keep_coco_eval() as kept:
+        for evaluator in evaluators:
+            metrics.update(evaluator.evaluate())
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics.update(evaluation._class_report(kept[-1], out_dir, score_threshold=0.5))
+    return metrics
+
+
+def _pycocotools_reference(images, names, category_ids=None):
+    """pycocotools' own COCOeval on the same boxes, built here without the OD API:
+    the 12 summary numbers (all categories, or only ``category_ids``)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(b):
+        return [b[1], b[2], b[3] - b[1], b[4] - b[2]]
+
+    gt_annotations, detections = [], []
+    for image_id, (_, groundtruth, dets) in enumerate(images):
+        for g in groundtruth:
+            gt_annotations.append({"id": len(gt_annotations) + 1, "image_id": image_id,
+                                   "category_id": g[0], "bbox": xywh(g), "iscrowd": 0,
+                                   "area": (g[3] - g[1]) * (g[4] - g[2])})
+        detections += [{"image_id": image_id, "category_id": d[0], "bbox": xywh(d),
+                        "score": d[5]} for d in dets]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": [{"id": i} for i in range(len(images))],
+                      "annotations": gt_annotations,
+                      "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+        gt.createIndex()
+        coco_eval = COCOeval(gt, gt.loadRes(detections), "bbox")
+        if category_ids is not None:
+            coco_eval.params.catIds = list(category_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval.stats
+
+
+SIZES = [(120, 200), (200, 120), (90, 160)]  # (height, width): non-square both ways
+PERFECT = [
+    (SIZES[0], [(1, 10, 20, 60, 80), (2, 100, 10, 190, 50), (2, 120, 60, 170, 115)],
+     [(2, 120, 60, 170, 115, 0.3), (1, 10, 20, 60, 80, 0.9), (2, 100, 10, 190, 50, 0.6)]),
+    (SIZES[1], [(1, 5, 5, 110, 90)], [(1, 5, 5, 110, 90, 0.8)]),
+    (SIZES[2], [(2, 30, 10, 90, 70), (1, 100, 30, 150, 85)],
+     [(1, 100, 30, 150, 85, 0.5), (2, 30, 10, 90, 70, 0.7)]),
+]
+
+
+def test_perfect_detections_score_ap_1_through_the_eval_path(tmp_path):
+    metrics = _evaluate_detections(PERFECT, ["circle", "square"], tmp_path)
+    for key in (evaluation.MAP, evaluation.MAP50, "DetectionBoxes_Precision/mAP@.75IOU",
+                "DetectionBoxes_Recall/AR@100"):
+        assert metrics[key] == pytest.approx(1.0, abs=1e-9), key
+    for name in ("circle", "square"):
+        assert metrics[f"{evaluation.PER_CLASS_PREFIX}{name}"] == pytest.approx(1.0, abs=1e-9)
+        for key in ("AP", "AP@.5", "AR@100"):
+            assert metrics["per_class"][name][key] == pytest.approx(1.0, abs=1e-9), (name, key)
+    # at scores >= 0.5 every box is on the diagonal, but for the square scored 0.3
+    assert metrics["confusion_matrix"]["counts"] == [[3, 0, 0], [0, 2, 1], [0, 0, 0]]
+
+
+# A known mix, 2 classes on 3 images. circle: 3 boxes; detections by score: a false
+# positive (0.95, nothing there), a hit (0.9), a hit (0.8); the third circle is missed.
+# At IoU .5 that is precision 0, 1/2, 2/3 at recall 0, 1/3, 2/3: pycocotools' 101-point
+# interpolated AP is 67 * (2/3) / 101. square: a loose box (IoU 0.83 with its square),
+# a square called a circle, a duplicate of a found square, and a low-scored hit.
+MIX = [
+    (SIZES[0], [(1, 10, 20, 60, 80), (2, 100, 10, 190, 50)],
+     [(1, 130, 70, 180, 110, 0.95),   # circle where there is nothing: the top score
+      (1, 10, 20, 60, 80, 0.9),       # circle found
+      (2, 100, 10, 190, 50, 0.85),    # square found
+      (2, 102, 12, 188, 48, 0.4)]),   # the same square again: a false positive
+    (SIZES[1], [(1, 5, 5, 110, 90), (2, 20, 120, 70, 180)],
+     [(1, 7, 4, 110, 93, 0.8),        # circle found (IoU 0.94)
+      (2, 20, 120, 70, 192, 0.7)]),   # loose square: IoU 0.83 (60x50 box vs 72x50)
+    (SIZES[2], [(1, 100, 30, 150, 85), (2, 30, 10, 90, 70)],
+     [(1, 30, 10, 90, 70, 0.6),       # the square called a circle; the circle is missed
+      (2, 30, 10, 90, 70, 0.2)]),     # the square, low score
+]
+
+
+def test_known_mix_gives_pycocotools_own_values(tmp_path):
+    names = ["circle", "square"]
+    metrics = _evaluate_detections(MIX, names, tmp_path)
+    reference = _pycocotools_reference(MIX, names)
+    assert metrics[evaluation.MAP] == pytest.approx(reference[0], abs=1e-9)
+    assert metrics[evaluation.MAP50] == pytest.approx(reference[1], abs=1e-9)
+    assert metrics["DetectionBoxes_Precision/mAP@.75IOU"] == pytest.approx(reference[2], abs=1e-9)
+    assert metrics["DetectionBoxes_Recall/AR@1"] == pytest.approx(reference[6], abs=1e-9)
+    assert metrics["DetectionBoxes_Recall/AR@100"] == pytest.approx(reference[8], abs=1e-9)
+    for cat_id, name in enumerate(names, start=1):
+        alone = _pycocotools_reference(MIX, names, category_ids=[cat_id])
+        row = metrics["per_class"][name]
+        assert row["AP"] == pytest.approx(alone[0], abs=1e-9), name
+        assert row["AP@.5"] == pytest.approx(alone[1], abs=1e-9), name
+        assert row["AR@100"] == pytest.approx(alone[8], abs=1e-9), name
+        assert metrics[f"{evaluation.PER_CLASS_PREFIX}{name}"] == pytest.approx(alone[0],
+                                                                                abs=1e-9)
+    # the reference is not a degenerate number: worked out by hand for the circles at .5
+    assert metrics["per_class"]["circle"]["AP@.5"] == pytest.approx(67 * (2 / 3) / 101,
+                                                                    abs=1e-9)
+    assert 0.2 < metrics[evaluation.MAP] < 0.8

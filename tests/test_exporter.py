@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tfod.errors import ExportError
-from tfod.exporter import FORMATS, _report, export, export_tflite
+from tfod.exporter import FORMATS, MAP, MAP50, _report, export, export_tflite
 from tfod.inference import load_detector
 
 ALL_FILES = {"saved_model": "saved_model", "frozen_graph": "frozen_graph.pb",
@@ -134,20 +134,75 @@ def test_tflite_sizes(tiny_export):
     assert size["tflite_dynamic"] < 0.5 * size["tflite"]
 
 
-def test_report_lists_every_artefact_with_a_map(tiny_export):
+def _pycocotools_map(detector, root: Path, out: Path) -> tuple[float, float]:
+    """mAP and mAP@.5 of ``detector`` on the val images, scored by pycocotools' COCOeval
+    against the VOC XML boxes: neither the TFRecords nor the OD API's evaluator."""
+    import contextlib
+    import io
+    import xml.etree.ElementTree as ET
+
+    import tensorflow as tf
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = {name: i for i, name in enumerate((out / "labels.txt").read_text().split(), 1)}
+    images, truth, dets = [], [], []
+    for k, stem in enumerate((root / "raw" / "ImageSets" / "Main" / "val.txt")
+                             .read_text().split(), 1):
+        # decoded as the OD API decodes the TFRecord's JPEG bytes
+        rgb = tf.io.decode_jpeg((root / "raw" / "JPEGImages" / f"{stem}.jpg").read_bytes(),
+                                channels=3).numpy()
+        h, w = rgb.shape[:2]
+        images.append({"id": k, "width": w, "height": h})
+        for obj in ET.parse(root / "raw" / "Annotations" / f"{stem}.xml").iter("object"):
+            x0, y0, x1, y1 = (float(obj.find(f"bndbox/{c}").text)
+                              for c in ("xmin", "ymin", "xmax", "ymax"))
+            truth.append({"id": len(truth) + 1, "image_id": k, "iscrowd": 0,
+                          "category_id": ids[obj.find("name").text],
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+        found = detector(rgb)
+        for (y0, x0, y1, x1), cls, score in zip(found["boxes"], found["classes"],
+                                               found["scores"]):
+            dets.append({"image_id": k, "category_id": int(cls), "score": float(score),
+                         "bbox": [x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h]})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": truth,
+                    "categories": [{"id": i, "name": n} for n, i in ids.items()]}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
+        coco.createIndex()
+        scored = COCOeval(coco, coco.loadRes(dets), "bbox")
+        scored.evaluate()
+        scored.accumulate()
+        scored.summarize()
+    return float(scored.stats[0]), float(scored.stats[1])
+
+
+def test_report_lists_every_artefact_with_a_map(tiny_export, tiny_run):
     result, out = tiny_export
     report = json.loads((out / "report.json").read_text())
     text = (out / "report.md").read_text()
+    reference = report["reference"]
+    # tiny_export asks for the checkpoint's own eval (evaluate_checkpoint=True): read from
+    # eval/ckpt-N/metrics.json when an earlier test evaluated the run, else computed then
+    assert reference["name"] == "checkpoint"
+    ckpt = json.loads((tiny_run["run_dir"] / "eval" / Path(result["checkpoint"]).name
+                       / "metrics.json").read_text())
+    assert Path(ckpt["checkpoint"]).name == Path(result["checkpoint"]).name
+    assert reference[MAP] == ckpt[MAP] and reference[MAP50] == ckpt[MAP50]
     for name, file in ALL_FILES.items():
         row = report["artefacts"][name]
-        assert 0.0 <= row["mAP"] <= 1.0 and 0.0 <= row["mAP@.5"] <= 1.0
+        assert row["mAP"] == row["metrics"][MAP] and row["mAP@.5"] == row["metrics"][MAP50]
+        assert row["mAP_diff"] == pytest.approx(row["mAP"] - ckpt[MAP], abs=1e-12)
+        assert row["mAP@.5_diff"] == pytest.approx(row["mAP@.5"] - ckpt[MAP50], abs=1e-12)
         assert row["eval_images"] == 6 and row["latency_ms"] > 0 and row["threads"] >= 1
         line = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert f"`{file}`" in line and f"{row['mAP']:.3f}" in line
-    # differences are against the checkpoint's own eval when the run has one of that
-    # checkpoint (other tests may have evaluated the shared tiny run first), else the
-    # SavedModel
-    assert report["reference"]["name"] in ("checkpoint", "saved_model")
+    # each file's mAP is what pycocotools itself gives its detections on the val images
+    for name in ("saved_model", "tflite"):
+        row = report["artefacts"][name]
+        detector = load_detector(out / ALL_FILES[name])
+        assert _pycocotools_map(detector, tiny_run["root"], out) == pytest.approx(
+            (row["mAP"], row["mAP@.5"]), abs=1e-9), name
     frozen, saved = report["artefacts"]["frozen_graph"], report["artefacts"]["saved_model"]
     assert frozen["mAP"] == pytest.approx(saved["mAP"], abs=1e-9)
     assert frozen["mAP_diff"] == pytest.approx(saved["mAP_diff"], abs=1e-9)

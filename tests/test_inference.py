@@ -141,3 +141,93 @@ def test_bad_inputs(tmp_path, tiny_export):
         predict(tmp_path / "broken.jpg", out / "model_float32.tflite", tmp_path / "p")
     with pytest.raises(ExportError, match="batch"):
         predict(tmp_path / "broken.jpg", out / "model_float32.tflite", tmp_path / "p", batch=0)
+
+
+def _model_boxes_saved_model(path, images: list[np.ndarray]) -> list[dict]:
+    """The SavedModel's own outputs, read straight from its serving signature (no
+    tfod code): boxes ``[ymin, xmin, ymax, xmax]`` normalised, classes 1-based."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return [_one(signature(input_tensor=tf.constant(rgb[None]))) for rgb in images]
+
+
+def _one(out) -> dict:
+    n = int(out["num_detections"][0])
+    return {"boxes": out["detection_boxes"].numpy()[0, :n],
+            "classes": out["detection_classes"].numpy()[0, :n].astype(int),
+            "scores": out["detection_scores"].numpy()[0, :n]}
+
+
+def _model_boxes_tflite(path, images: list[np.ndarray]) -> list[dict]:
+    """The .tflite file's own outputs, run with the LiteRT interpreter (no
+    tfod code). The outputs are told apart by their place in the
+    TFLite_Detection_PostProcess op (boxes, classes, scores, count); boxes are
+    ``[ymin, xmin, ymax, xmax]`` normalised, classes 0-based; the op does not clip."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    meta = json.loads((path.parent / "tflite.json").read_text())[path.name]
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    h, w = (int(v) for v in inp["shape"][1:3])
+    (op,) = [o for o in interpreter._get_ops_details()
+             if o["op_name"] == "TFLite_Detection_PostProcess"]
+    results = []
+    for rgb in images:
+        x = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR), np.float32)
+        interpreter.set_tensor(inp["index"],
+                               (x * meta["input_scale"] + meta["input_offset"])[None])
+        interpreter.invoke()
+        boxes, classes, scores, count = (interpreter.get_tensor(i) for i in op["outputs"])
+        n = int(count.reshape(-1)[0])
+        results.append({"boxes": np.clip(boxes[0, :n], 0.0, 1.0),
+                        "classes": classes[0, :n].astype(int) + 1, "scores": scores[0, :n]})
+    return results
+
+
+@pytest.mark.parametrize("model", ["saved_model", "model_float32.tflite"])
+def test_predicted_pixel_boxes_are_the_models_boxes_on_non_square_images(
+        tiny_export, tiny_run, tmp_path, model):
+    """On a wide (320x160) and a tall (160x320) image, every box predict writes to
+    detections.json ([x, y, w, h]) and detections.csv (corners) is the model's own
+    normalised box times the image size, class and score included, in the model's
+    order, cut by the threshold and max_detections. The reference runs the exported
+    file directly, so an x/y or width/height swap in tfod.inference fails here."""
+    _, out = tiny_export
+    val = [np.asarray(Image.open(p).convert("RGB")) for p in
+           sorted((tiny_run["root"] / "raw" / "JPEGImages").glob("*.jpg"))[:2]]
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.hstack(val)).save(images / "wide.png")  # lossless: the same pixels
+    Image.fromarray(np.vstack(val)).save(images / "tall.png")
+    labels = (out / "labels.txt").read_text().split()
+    reference = _model_boxes_saved_model if model == "saved_model" else _model_boxes_tflite
+    max_det = 7
+    predict(images, out / model, tmp_path / "pred", threshold=0.0, max_detections=max_det,
+            draw=False)
+    detections = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    with open(tmp_path / "pred" / "detections.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    sizes = {"wide.png": (320, 160), "tall.png": (160, 320)}
+    arrays = [np.asarray(Image.open(images / name).convert("RGB")) for name in sizes]
+    for (name, (w, h)), rgb, ref in zip(sizes.items(), arrays, reference(out / model, arrays)):
+        assert rgb.shape == (h, w, 3)
+        keep = range(min(max_det, len(ref["scores"])))  # threshold 0: the first max_det
+        assert len(keep) == max_det  # a non-empty comparison
+        got = [d for d in detections if d["image_id"] == name]
+        got_rows = [r for r in rows if r["filename"] == name]
+        assert len(got) == len(got_rows) == len(keep)
+        for i, d, row in zip(keep, got, got_rows):
+            ymin, xmin, ymax, xmax = (float(v) for v in ref["boxes"][i])
+            assert d["category_id"] == ref["classes"][i]
+            assert d["category"] == row["class"] == labels[ref["classes"][i] - 1]
+            assert d["score"] == pytest.approx(float(ref["scores"][i]), abs=1e-5)
+            np.testing.assert_allclose(
+                d["bbox"], [xmin * w, ymin * h, (xmax - xmin) * w, (ymax - ymin) * h],
+                atol=1e-3)
+            assert (int(row["width"]), int(row["height"])) == (w, h)
+            np.testing.assert_allclose(
+                [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")],
+                [xmin * w, ymin * h, xmax * w, ymax * h], atol=0.05 + 1e-6)  # 1 decimal
+            assert float(row["score"]) == pytest.approx(float(ref["scores"][i]), abs=5e-5)

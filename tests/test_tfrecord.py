@@ -65,3 +65,56 @@ def test_no_tensorflow_import(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bytes_equal_tensorflows_own_writer(tmp_path):
+    """Same payloads through tf.io.TFRecordWriter: the files must be byte for byte equal
+    (length, masked CRC-32C of the length, data, masked CRC-32C of the data)."""
+    import tensorflow as tf
+
+    payloads = [b"", b"x", tfrecord.example(_features()), bytes(range(256)) * 40]
+    ours, theirs = tmp_path / "ours.tfrecord", tmp_path / "theirs.tfrecord"
+    with tfrecord.TFRecordWriter(ours) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    with tf.io.TFRecordWriter(str(theirs)) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert tfrecord.count_records(ours) == 4
+
+
+def test_feature_kinds_of_tfod_keys_and_of_others(tmp_path):
+    """Empty lists of the keys tfod writes keep the kind the OD API decoder expects; other
+    keys take the kind of their first value, bytes when empty."""
+    Example = tfrecord._classes()["Example"]
+    features = {key: [] for key in tfrecord.KINDS}
+    features.update({"empty": [], "f": [1.5, 2], "i": [3, 2**40], "b": [b"x"], "s": ["t".encode()]})
+    parsed = Example.FromString(tfrecord.example(features)).features.feature
+    kinds = {key: parsed[key].WhichOneof("kind") for key in features}
+    assert kinds == {**tfrecord.KINDS, "empty": "bytes_list", "f": "float_list",
+                     "i": "int64_list", "b": "bytes_list", "s": "bytes_list"}
+    assert set(tfrecord.KINDS.values()) == {"int64_list", "float_list"}
+    assert sorted(tfrecord.KINDS) == sorted(
+        ["image/height", "image/width", "image/object/bbox/xmin", "image/object/bbox/xmax",
+         "image/object/bbox/ymin", "image/object/bbox/ymax", "image/object/class/label",
+         "image/object/difficult", "image/object/truncated", "image/object/is_crowd"])
+    assert [tfrecord.KINDS[f"image/object/bbox/{k}"] for k in ("xmin", "xmax", "ymin", "ymax")] \
+        == ["float_list"] * 4
+    assert list(parsed["f"].float_list.value) == [1.5, 2.0]
+    assert list(parsed["i"].int64_list.value) == [3, 2**40]
+
+
+def test_count_records_reads_lengths_and_refuses_a_cut_header(tmp_path):
+    path = tmp_path / "x.tfrecord"
+    with tfrecord.TFRecordWriter(path) as writer:
+        for n in (0, 1, 300):
+            writer.write(b"a" * n)
+    assert tfrecord.count_records(path) == 3
+    raw = path.read_bytes()
+    assert len(raw) == 3 * 16 + 301
+    (tmp_path / "empty").write_bytes(b"")
+    assert tfrecord.count_records(tmp_path / "empty") == 0
+    (tmp_path / "cut").write_bytes(raw + raw[:11])
+    with pytest.raises(ValueError, match="cut: truncated record header"):
+        tfrecord.count_records(tmp_path / "cut")

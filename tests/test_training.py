@@ -12,14 +12,95 @@ from tfod import training as train_mod
 from tfod.errors import TrainError
 
 
-def test_steps_per_iteration_divides():
-    for remaining in (1, 6, 7, 97, 100, 600, 1000):
-        k = train_mod.steps_per_iteration(remaining)
-        assert remaining % k == 0 and 1 <= k <= 100
-    assert train_mod.steps_per_iteration(600) == 100
-    assert train_mod.steps_per_iteration(300) == 100
-    assert train_mod.steps_per_iteration(97) == 97
-    assert train_mod.steps_per_iteration(197) == 1  # a prime above the cap
+def _calls(start, total, every):
+    """The steps reached after each call, planned by chunk_size from `start`."""
+    reached, step = [], start
+    while step < total:
+        step += train_mod.chunk_size(step, total, every)
+        reached.append(step)
+    return reached
+
+
+def test_chunk_size_full_chunks_then_checkpoint_or_end():
+    assert _calls(0, 197, 1000) == [100, 197]  # a prime: one full chunk and the rest
+    assert _calls(0, 1997, 1000) == [100 * k for k in range(1, 11)] + [
+        1000 + 100 * k for k in range(1, 10)] + [1997]
+    assert _calls(0, 40, 10) == [10, 20, 30, 40]
+    assert _calls(13, 40, 10) == [20, 30, 40]  # resumed between checkpoints
+    assert _calls(0, 250, 1) == list(range(1, 251))
+    assert _calls(0, 350, 150) == [100, 150, 250, 300, 350]
+    assert _calls(0, 6, 1000) == [6]
+    assert train_mod.chunk_size(0, 10_000, 10_000) == train_mod.CHUNK_CAP == 100
+
+
+class _Record:
+    """Observe the OD API runtime patch: the step reached after each call of upstream's
+    tf.function (the real loop runs; nothing is replaced)."""
+
+    def __init__(self, mp):
+        self.steps = []
+        real = train_mod._LoopPatch.after_call
+
+        def after_call(patch):
+            self.steps.append(patch.captured.step())
+            return real(patch)
+
+        mp.setattr(train_mod._LoopPatch, "after_call", after_call)
+
+
+def _checkpoint_steps(run_dir):
+    """The `step` variable stored in every checkpoint of a run, oldest first."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(str(run_dir))
+    return [int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+            for path in state.all_model_checkpoint_paths]
+
+
+def _loss_steps(run_dir):
+    from tfod.plots import read_scalars
+
+    return [step for step, _ in read_scalars(run_dir / "train")["Loss/total_loss"]]
+
+
+@pytest.fixture(scope="module")
+def cadence_run(tiny_run, tmp_path_factory):
+    """`--steps 40 --checkpoint-every 10` on the tiny model, from scratch, with the step
+    reached after each tf.function call recorded."""
+    run_dir = tmp_path_factory.mktemp("cadence") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        record = _Record(mp)
+        result = train_mod.train(tiny_run["config"], run_dir=run_dir, num_steps=40,
+                                 checkpoint_every=10, max_to_keep=20, seed=0)
+    return {"run_dir": run_dir, "result": result, "calls": record.steps}
+
+
+def test_checkpoint_every_n_saves_every_multiple(cadence_run):
+    """A checkpoint at each multiple of N, none overwritten (ckpt-N numbered by save);
+    upstream saved only at 0 and 40 here (it saves between calls of up to 100 steps)."""
+    run_dir = cadence_run["run_dir"]
+    assert cadence_run["result"]["step"] == 40
+    assert cadence_run["calls"] == [10, 20, 30, 40]
+    assert _checkpoint_steps(run_dir) == [0, 10, 20, 30, 40]  # 0: upstream's own save
+    assert sorted(p.name for p in run_dir.glob("ckpt-*.index")) == [
+        f"ckpt-{k}.index" for k in range(1, 6)]
+    assert _loss_steps(run_dir) == [10, 20, 30, 40]  # every call's summaries, the last too
+
+
+def test_prime_step_count_runs_full_chunks(cadence_run, tmp_path, monkeypatch):
+    """103 more steps (a prime, no divisor <= 100 but 1) with N=1000: one call of 100 and
+    one of 3; the divisor rule before ran 103 calls of one step."""
+    import shutil
+
+    run_dir = tmp_path / "prime"
+    shutil.copytree(cadence_run["run_dir"], run_dir)
+    record = _Record(monkeypatch)
+    result = train_mod.train(run_dir / "pipeline.config", run_dir=run_dir, resume=True,
+                             num_steps=40 + 103, checkpoint_every=1000, max_to_keep=20)
+    assert record.steps == [140, 143]
+    assert result["step"] == 143
+    assert _checkpoint_steps(run_dir) == [0, 10, 20, 30, 40, 143]
+    assert _loss_steps(run_dir)[-2:] == [140, 143]
 
 
 def test_exact_steps_and_final_checkpoint(tiny_run):
@@ -167,34 +248,53 @@ def test_out_of_memory_says_which_batch_to_try(tiny_run, tmp_path, monkeypatch):
                         num_steps=TINY_STEPS + 2)
 
 
-def test_auto_batch_halves_the_batch_and_continues(tiny_run, tmp_path, monkeypatch):
-    """An injected OOM on the first call: batch 2 -> 1, learning rates halved, training
-    continues from the last checkpoint to the exact step count."""
-    import shutil
-
+def _oom_in_graph(monkeypatch, from_step, batch=None):
+    """A real out-of-memory error inside upstream's tf.function: from step `from_step` on
+    (and only while the batch size is `batch`, if given), the train step's total loss also
+    sums 2**40 float32 zeros, which TensorFlow's allocator refuses (ResourceExhaustedError,
+    "OOM when allocating tensor"). Only the loss of a call's last step is used, so the
+    error surfaces at the end of the first call that reaches `from_step`, with that call's
+    steps lost. The OD API's loop and train step run unchanged."""
+    import tensorflow as tf
     from object_detection import model_lib_v2
+    from object_detection.core import standard_fields as fields
+
+    real = model_lib_v2.eager_train_step
+
+    def eager_train_step(model, features, labels, *args, **kwargs):
+        losses = real(model, features, labels, *args, **kwargs)
+        if batch is not None and features[fields.InputDataFields.image].shape[0] != batch:
+            return losses
+        step = kwargs["training_step"]
+        size = tf.where(step >= from_step, tf.constant(2**40, tf.int64),
+                        tf.constant(1, tf.int64))
+        waste = tf.reduce_sum(tf.zeros(tf.reshape(size, [1])))
+        losses["Loss/total_loss"] = losses["Loss/total_loss"] + 0.0 * waste
+        return losses
+
+    monkeypatch.setattr(model_lib_v2, "eager_train_step", eager_train_step)
+
+
+def test_auto_batch_after_a_checkpoint_continues_from_it(cadence_run, tmp_path, monkeypatch):
+    """Out of memory at batch 2 in the call of steps 50..60, after the checkpoint of step 50
+    (N=10): training continues from step 50 with batch 1 (learning rates halved, config
+    rewritten), losing at most N steps, and finishes at exactly num_steps."""
+    import shutil
 
     from tfod import pipeline
 
     run_dir = tmp_path / "auto"
-    shutil.copytree(tiny_run["run_dir"], run_dir)
+    shutil.copytree(cadence_run["run_dir"], run_dir)
     before = pipeline.load_configs(run_dir / "pipeline.config")["train_config"]
-    real_loop, calls = model_lib_v2.train_loop, []
-
-    def train_loop(**kwargs):
-        calls.append(kwargs["pipeline_config_path"])
-        if len(calls) == 1:
-            raise _oom()
-        return real_loop(**kwargs)
-
-    monkeypatch.setattr(model_lib_v2, "train_loop", train_loop)
+    _oom_in_graph(monkeypatch, from_step=55, batch=2)
+    record = _Record(monkeypatch)
     result = train_mod.train(run_dir / "pipeline.config", run_dir=run_dir, resume=True,
-                             num_steps=TINY_STEPS + 2, auto_batch=True)
-    assert len(calls) == 2
-    assert result["step"] == TINY_STEPS + 2
-    assert train_mod.latest_step(run_dir) == TINY_STEPS + 2
-    assert result["batch_size"] == 1
-    assert result["batch_size_changes"] == [{"step": TINY_STEPS, "from": 2, "to": 1}]
+                             num_steps=60, checkpoint_every=10, max_to_keep=20,
+                             auto_batch=True)
+    assert record.steps == [50, 60]  # the call of steps 50..60 at batch 2 failed
+    assert result["step"] == 60 and result["batch_size"] == 1
+    assert result["batch_size_changes"] == [{"step": 50, "from": 2, "to": 1}]
+    assert _checkpoint_steps(run_dir) == [0, 10, 20, 30, 40, 50, 60]
     after = pipeline.load_configs(run_dir / "pipeline.config")["train_config"]
     assert after.batch_size == 1
     lr_before = before.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
@@ -203,6 +303,35 @@ def test_auto_batch_halves_the_batch_and_continues(tiny_run, tmp_path, monkeypat
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["batch_size"] == 1 and summary["loss"] > 0
     assert (run_dir / "plots" / "loss.png").is_file()
+
+
+def test_out_of_memory_at_batch_1_is_a_clear_error(tiny_run, tmp_path, monkeypatch, capsys):
+    """`tfod train --auto-batch` at batch size 1 cannot halve: exit 1 with a one-paragraph
+    error (step, batch, what to do), no traceback."""
+    import shutil
+
+    from object_detection import model_lib_v2
+
+    from tfod import cli, pipeline
+
+    run_dir = tmp_path / "runs" / "b1"
+    shutil.copytree(tiny_run["run_dir"], run_dir)
+    configs = pipeline.load_configs(run_dir / "pipeline.config")
+    configs["train_config"].batch_size = 1
+    pipeline.save_configs(configs, run_dir / "pipeline.config")
+
+    def train_loop(**kwargs):
+        raise _oom()
+
+    monkeypatch.setattr(model_lib_v2, "train_loop", train_loop)
+    code = cli.main(["train", str(run_dir / "pipeline.config"), "--runs-root",
+                     str(tmp_path / "runs"), "--run", "b1", "--resume", "--steps",
+                     str(TINY_STEPS + 2), "--auto-batch"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "out of memory" in err and "batch size is already 1" in err, err
+    assert "Traceback" not in err
+    assert train_mod.latest_step(run_dir) == TINY_STEPS  # nothing lost, nothing faked saved
 
 
 @pytest.mark.slow

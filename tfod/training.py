@@ -5,19 +5,38 @@ no checkpoint at the end (only every 1000 steps, and the step-0 one holds no
 model variables), and dies without a checkpoint on Ctrl-C. tfod keeps the
 upstream loop and:
 
-* picks ``num_steps_per_iteration`` as a divisor of the remaining steps, so the
-  loop stops at exactly ``num_steps``;
+* runs it in *chunks*: each ``tf.function`` call of the loop runs up to 100
+  steps (upstream's ``NUM_STEPS_PER_ITERATION``), and a shorter chunk only where
+  a checkpoint boundary (``--checkpoint-every N``) or ``num_steps`` comes first,
+  so the loop stops at exactly ``num_steps``, saves at every multiple of N, and
+  the time per step does not depend on the step count (see :func:`chunk_size`);
 * records the model, optimizer and step variable the loop builds (through the
-  OD API's own builder hooks) and, when the loop ends or is interrupted, saves
-  them with the same object graph and numbering as upstream (``ckpt-N`` counts
-  saves; the step is stored inside, see :func:`latest_step`);
+  OD API's own builder hooks) and saves them with the same object graph and
+  numbering as upstream (``ckpt-N`` counts saves, so none is overwritten; the step
+  is stored inside, see :func:`latest_step`) at every multiple of N, at the end,
+  and when the loop is interrupted;
 * writes a run folder with the resolved config, label map, command line,
   package versions and data fingerprint.
+
+OD API runtime patch (:class:`_LoopPatch`; nothing under site-packages is
+edited): upstream's loop takes a fixed ``num_steps_per_iteration`` and saves only
+between calls, every ``checkpoint_every_n`` steps. tfod passes two small objects
+in place of those integers. ``num_steps_per_iteration`` reads its chunk size
+from a ``tf.Variable`` inside upstream's ``tf.function`` (``tf.range`` of a
+tensor is a dynamic loop, so one trace serves every chunk size).
+``checkpoint_every_n`` is compared once at the end of every call, after
+upstream wrote that call's summaries; that comparison runs tfod's hook, which
+saves a checkpoint at multiples of N, sets the next chunk size, ends the loop
+at ``num_steps`` (a private exception) and answers "no" so upstream itself
+never saves after step 0. (The loop also calls ``learning_rate_fn()`` once per
+call, but before it writes the call's loss summaries: ending the loop there
+would drop the last call's losses.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,22 +48,116 @@ import time
 from pathlib import Path
 
 from tfod.errors import TrainError
+from tfod.files import check_name, mark_owned
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker")
 
 
-def steps_per_iteration(remaining: int, cap: int = 100) -> int:
-    """Largest divisor of ``remaining`` that is at most ``cap`` (1 if none).
+#: Most steps in one ``tf.function`` call: upstream's ``NUM_STEPS_PER_ITERATION``. Fewer
+#: steps per call cost time per step (1.11x upstream's at 20, ``tools/bench/train.py``).
+CHUNK_CAP = 100
 
-    ``cap`` is upstream's own ``NUM_STEPS_PER_ITERATION`` (100): fewer steps per
-    ``tf.function`` call cost time per step (measured 1.11x upstream's per-step time at
-    20, ``tools/bench/train.py``); a divisor keeps the stop at exactly ``num_steps``."""
-    for k in range(min(cap, max(remaining, 1)), 0, -1):
-        if remaining % k == 0:
-            return k
-    return 1
+
+def chunk_size(step: int, total: int, every: int, cap: int = CHUNK_CAP) -> int:
+    """Steps of the next ``tf.function`` call from ``step``: ``cap``, or fewer where the
+    next multiple of ``every`` (a checkpoint) or ``total`` (the end) comes first.
+
+    Example:
+        >>> [chunk_size(s, 197, 1000) for s in (0, 100)]
+        [100, 97]
+        >>> [chunk_size(s, 40, 10) for s in (0, 10, 20, 30)]
+        [10, 10, 10, 10]
+    """
+    return max(1, min(cap, every - step % every, total - step))
+
+
+class _Finished(Exception):
+    """Raised by :class:`_LoopPatch` to end upstream's loop at exactly ``num_steps``."""
+
+
+class _StepsPerCall:
+    """Stands in for ``train_loop``'s ``num_steps_per_iteration`` (see :class:`_LoopPatch`).
+
+    Upstream uses it as ``n > 1`` (true), ``tf.range(n - 1)`` inside its
+    ``tf.function`` (here a tensor read from :attr:`steps`), ``range(start, total, n)``
+    (step 1: enough iterations, :class:`_Finished` ends the loop),
+    ``global_step % n == 0`` as the summary condition (true at the first step of a
+    call and after it, as upstream's is with whole chunks), and ``n * 1.0`` /
+    ``t / n`` for its steps/s summary and log (the chunk just run)."""
+
+    def __init__(self, cap: int):
+        import tensorflow as tf
+
+        self.cap, self.size = cap, 1
+        # created outside any strategy scope: plain variables, set from Python between calls
+        self.steps = tf.Variable(1, dtype=tf.int64, trainable=False, name="tfod_chunk_size")
+        self.first = tf.Variable(0, dtype=tf.int64, trainable=False, name="tfod_chunk_start")
+
+    def plan(self, step: int, size: int) -> None:
+        self.size = size
+        self.steps.assign(size)
+        self.first.assign(step)
+
+    def __gt__(self, other):
+        return self.cap > other
+
+    def __sub__(self, other):
+        return self.steps - other
+
+    def __index__(self):
+        return 1
+
+    def __mul__(self, other):
+        return self.size * other
+
+    def __rtruediv__(self, other):
+        return other / self.size
+
+    def __rmod__(self, global_step):
+        return (global_step - self.first) % self.steps
+
+
+class _AfterEachCall:
+    """Stands in for ``train_loop``'s ``checkpoint_every_n``: upstream tests
+    ``steps_since_its_save >= checkpoint_every_n`` once after every call; Python asks
+    this object (``__le__``), which runs the hook and answers False."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __le__(self, _steps_since_save):
+        self.hook()
+        return False
+
+
+class _LoopPatch:
+    """OD API runtime patch of ``model_lib_v2.train_loop``: chunked calls and
+    checkpoints at every multiple of ``every``, through the loop's own arguments
+    (:meth:`arguments`); after each call :meth:`after_call` saves at a multiple of
+    ``every``, ends the loop at ``total`` and sets the next chunk size."""
+
+    def __init__(self, total: int, every: int, cap: int = CHUNK_CAP):
+        self.total, self.every = total, every
+        self.chunks = _StepsPerCall(cap)
+        self.captured = self.save = None
+
+    def arguments(self, start: int, captured: _Captured, save) -> dict:
+        """``train_loop`` keyword arguments for a pass from ``start``; ``save()`` writes
+        a checkpoint of ``captured``."""
+        self.captured, self.save = captured, save
+        self.chunks.plan(start, chunk_size(start, self.total, self.every, self.chunks.cap))
+        return {"num_steps_per_iteration": self.chunks,
+                "checkpoint_every_n": _AfterEachCall(self.after_call)}
+
+    def after_call(self) -> None:
+        step = self.captured.step()
+        if step >= self.total:
+            raise _Finished  # train() saves the last step, on every worker alike
+        if step % self.every == 0:
+            self.save()
+        self.chunks.plan(step, chunk_size(step, self.total, self.every, self.chunks.cap))
 
 
 def package_versions() -> dict[str, str]:
@@ -366,13 +479,15 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
     # collective ops must be configured before TensorFlow does anything else
     strat = make_strategy(strategy) if strategy == "multi-worker" else None
     pipeline.check_pipeline(config)
-    run_dir = Path(run_dir) if run_dir else Path(runs_root) / (run or config.parent.name)
+    run_dir = Path(run_dir) if run_dir else Path(runs_root) / check_name(
+        run or config.parent.name, "--run", TrainError)  # a plain name, not a path
     resolved = run_dir / "pipeline.config"
     chief = strat is None or strat.extended.should_checkpoint
     if chief and run_dir.exists() and any(run_dir.glob("ckpt-*")) and not resume:
         raise TrainError("run folder already holds checkpoints", where=str(run_dir),
                          fix="pass --resume to continue it, or choose another --run name")
     run_dir.mkdir(parents=True, exist_ok=True)
+    mark_owned(run_dir, "run")  # a run folder tfod writes: `tfod demo` may replace it
     if chief and config.resolve() != resolved.resolve():
         shutil.copy(config, resolved)
     if not chief:
@@ -381,6 +496,9 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
     if total <= 0:
         raise TrainError("num_steps is 0", where=f"{resolved} train_config.num_steps",
                          fix="set --steps N")
+    if checkpoint_every < 1:
+        raise TrainError(f"--checkpoint-every {checkpoint_every}: must be at least 1",
+                         where="--checkpoint-every", fix="e.g. --checkpoint-every 1000")
     handler = _log_to_file(run_dir) if chief else None
     try:
         if chief:
@@ -398,17 +516,20 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
         if strat is not None:
             check_input_files(resolved, num_workers())
         strat = strat or make_strategy(strategy)
+        patch = _LoopPatch(total, checkpoint_every)  # its variables outside strat.scope()
         batch = int(pipeline.load_configs(resolved)["train_config"].batch_size)
         batch_changes = []
         t0 = time.time()
         status = "finished"
         with _interrupt_as_keyboard_interrupt(), strat.scope():
             while True:  # more than one pass only when --auto-batch halves the batch
-                per_iter = steps_per_iteration(total - start)
-                log.info("train: %s -> %s, steps %d..%d (%d per loop iteration), batch %d, "
-                         "strategy %s, %d replica(s)", resolved, run_dir, start, total,
-                         per_iter, batch, type(strat).__name__, strat.num_replicas_in_sync)
+                log.info("train: %s -> %s, steps %d..%d (up to %d per call), checkpoint "
+                         "every %d, batch %d, strategy %s, %d replica(s)", resolved, run_dir,
+                         start, total, CHUNK_CAP, checkpoint_every, batch,
+                         type(strat).__name__, strat.num_replicas_in_sync)
                 captured = _Captured(pipeline.load_configs(resolved)["train_config"])
+                loop_args = patch.arguments(start, captured, functools.partial(
+                    captured.save, run_dir, strat, max_to_keep))
                 progress = _Progress(captured, start, total)
                 oom = None
                 with captured.hooks():
@@ -417,9 +538,11 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
                         model_lib_v2.train_loop(
                             pipeline_config_path=str(resolved), model_dir=str(run_dir),
                             train_steps=total, use_tpu=False,
-                            checkpoint_every_n=checkpoint_every,
                             checkpoint_max_to_keep=max_to_keep, record_summaries=True,
-                            num_steps_per_iteration=per_iter)
+                            **loop_args)
+                    except _Finished:  # upstream's own clean-up, skipped by the exception
+                        model_lib_v2.clean_temporary_directories(
+                            strat, model_lib_v2.get_filepath(strat, str(run_dir / "train")))
                     except KeyboardInterrupt:
                         status = "interrupted"
                         log.warning("train: interrupted at step %d; saving a checkpoint",
@@ -475,7 +598,7 @@ def _train_with_early_stop(config: str | Path, patience: int, **kwargs) -> dict:
                          where="--early-stop", fix="e.g. --early-stop 3, without multi-worker")
     config = Path(config)
     run_dir = Path(kwargs.pop("run_dir") or Path(kwargs["runs_root"]) / (
-        kwargs["run"] or config.parent.name))
+        check_name(kwargs["run"] or config.parent.name, "--run", TrainError)))
     total = int(kwargs.pop("num_steps") or pipeline.num_steps(config))
     every = kwargs["checkpoint_every"]
     best, since_best, history = -1.0, 0, []

@@ -10,11 +10,18 @@ Per-step time excludes start-up and graph building: it is the wall time between 
 `Loss/total_loss` summaries both loops write at steps 100 and N (their event files), divided
 by N - 100. Runs alternate (upstream, tfod, upstream, ...) so both see the same machine.
 
+Step count (``--odd-steps K``, e.g. 197, a prime): `tfod train --steps K` runs alternating with
+`tfod train --steps N` in the same loop; per-step time over steps 100..K against 100..N. tfod
+runs full chunks of 100 steps per `tf.function` call and one shorter chunk at the end, so the
+ratio should be 1 (the divisor rule used before ran 197 calls of one step). ``--no-peer``
+leaves out `model_main_tf2` (and the input measure) when only this comparison is wanted.
+
 Input pipeline: the OD API's own `inputs.train_input` for the config (its augmentation
 included) iterated alone in this process, images/s, against the images/s the tfod training
 step consumes (batch / per-step time). A ratio above 1 means the input is not the bottleneck.
 
-Usage: .venv/bin/python tools/bench/train.py [--steps 300] [--repeat 2]
+Usage: .venv/bin/python tools/bench/train.py [--steps 300] [--repeat 2] [--odd-steps 197]
+       [--no-peer]
 Prints a Markdown table for BENCHMARKS.md.
 """
 
@@ -83,9 +90,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--odd-steps", type=int, help="also tfod train --steps K (K > 100)")
+    parser.add_argument("--no-peer", action="store_true", help="skip model_main_tf2 and input")
     args = parser.parse_args()
     if args.steps % 100 or args.steps < 200:
         raise SystemExit("--steps must be a multiple of 100, at least 200")
+    if args.odd_steps is not None and args.odd_steps <= 100:
+        raise SystemExit("--odd-steps must be above 100 (per-step time from step 100)")
     sys.path.insert(0, str(ROOT))
     from tfod.data import prepare_dataset
     from tfod.pipeline import patch_pipeline_for_dataset
@@ -99,35 +110,50 @@ def main() -> None:
         config = patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", work / "bench.config",
                                             data_dir=prepared["dir"], num_steps=args.steps,
                                             batch_size=args.batch_size)
-        upstream, ours = [], []
+        upstream, ours, odd = [], [], []
         for i in range(args.repeat):
-            up_dir = work / f"upstream{i}"
-            _run([sys.executable, str(ROOT / "scripts" / "model_main_tf2.py"),
-                  f"--pipeline_config_path={config}", f"--model_dir={up_dir}",
-                  f"--num_train_steps={args.steps}", f"--checkpoint_every_n={args.steps}",
-                  "--alsologtostderr=false"])
-            upstream.append(_per_step(up_dir / "train", args.steps))
-            run_dir = work / "runs" / f"tfod{i}"
-            _run([sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
-                  str(work / "runs"), "--run", f"tfod{i}", "--steps", str(args.steps),
-                  "--checkpoint-every", str(args.steps)])
-            ours.append(_per_step(run_dir / "train", args.steps))
-        up, us = statistics.median(upstream), statistics.median(ours)
-        consumed = args.batch_size / us
-        produced = _input_images_per_second(config)
+            if not args.no_peer:
+                up_dir = work / f"upstream{i}"
+                _run([sys.executable, str(ROOT / "scripts" / "model_main_tf2.py"),
+                      f"--pipeline_config_path={config}", f"--model_dir={up_dir}",
+                      f"--num_train_steps={args.steps}", f"--checkpoint_every_n={args.steps}",
+                      "--alsologtostderr=false"])
+                upstream.append(_per_step(up_dir / "train", args.steps))
+            for steps, into in ((args.steps, ours), (args.odd_steps, odd)):
+                if steps is None:
+                    continue
+                run_dir = work / "runs" / f"tfod{i}-{steps}"
+                _run([sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+                      str(work / "runs"), "--run", run_dir.name, "--steps", str(steps),
+                      "--checkpoint-every", str(steps)])
+                into.append(_per_step(run_dir / "train", steps))
+        us = statistics.median(ours)
+        if not args.no_peer:
+            up = statistics.median(upstream)
+            consumed = args.batch_size / us
+            produced = _input_images_per_second(config)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n`tools/bench/train.py --steps {args.steps} --repeat {args.repeat}` "
+    extra = (f" --odd-steps {args.odd_steps}" if odd else "") + (" --no-peer" if args.no_peer
+                                                                  else "")
+    print(f"\n`tools/bench/train.py --steps {args.steps} --repeat {args.repeat}{extra}` "
           f"({len(os.sched_getaffinity(0))} CPUs, batch {args.batch_size}, "
           f"{time.strftime('%Y-%m-%d')}):\n")
     print("| measure | tfod | peer | ratio |")
     print("|---|---:|---:|---:|")
-    print(f"| ms per step, steps 100..{args.steps} (median of {args.repeat}): tfod train vs "
-          f"model_main_tf2 | {us * 1e3:.1f} | {up * 1e3:.1f} | **{us / up:.3f}** |")
-    print(f"| images/s: input pipeline alone vs consumed by the tfod training step | "
-          f"{produced:.0f} | {consumed:.0f} | **{produced / consumed:.1f}** |")
+    if not args.no_peer:
+        print(f"| ms per step, steps 100..{args.steps} (median of {args.repeat}): tfod train "
+              f"vs model_main_tf2 | {us * 1e3:.1f} | {up * 1e3:.1f} | **{us / up:.3f}** |")
+        print(f"| images/s: input pipeline alone vs consumed by the tfod training step | "
+              f"{produced:.0f} | {consumed:.0f} | **{produced / consumed:.1f}** |")
+    if odd:
+        od = statistics.median(odd)
+        print(f"| ms per step (median of {args.repeat}): tfod train --steps {args.odd_steps} "
+              f"(100..{args.odd_steps}) vs --steps {args.steps} (100..{args.steps}) | "
+              f"{od * 1e3:.1f} | {us * 1e3:.1f} | **{od / us:.3f}** |")
     print(f"all runs, ms per step: upstream {[round(x * 1e3, 1) for x in upstream]}, "
-          f"tfod {[round(x * 1e3, 1) for x in ours]}")
+          f"tfod {[round(x * 1e3, 1) for x in ours]}, "
+          f"tfod --steps {args.odd_steps} {[round(x * 1e3, 1) for x in odd]}")
 
 
 if __name__ == "__main__":
