@@ -19,7 +19,7 @@ CONFIG ?= runs/$(RUN)/pipeline.config
 PORT ?= 6006
 
 .PHONY: help setup demo test test-all odapi-selftest prepare config train eval export \
-        predict tensorboard browser-check doctor bench freeze clean
+        predict tensorboard browser-check doctor bench freeze clean mutation
 
 help:
 	@echo "make demo            whole path offline on a synthetic dataset (sets up .venv first)"
@@ -81,9 +81,18 @@ eval: $(STAMP)
 export: $(STAMP)
 	$(TFOD) export runs/$(RUN) --formats $(FORMATS)
 
-# NGROK=1 adds a pyngrok tunnel (pip install 'tfod[ngrok]'); AUTH=user:password protects it
+# NGROK=1 adds a pyngrok tunnel (pip install 'tfod[ngrok]'); AUTH=- asks for USER:PASSWORD
+# (or export TFOD_TB_AUTH): a password on the command line shows in the process list
 tensorboard: $(STAMP)
 	$(TFOD) tensorboard --logdir runs --port $(PORT) $(if $(NGROK),--ngrok) $(if $(AUTH),--auth "$(AUTH)")
+
+# mutmut over the pure-Python modules against their fast tests (setup.cfg [mutmut] and
+# [tfod:mutation], docs/MUTATION.md); not part of `make test`. Prints the time, then
+# "mutation score: K/N killed (P%)" as its last line.
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	rm -rf mutants
+	$(PY) tools/mutation.py
 
 bench: $(STAMP)
 	$(PY) tools/bench/setup_and_demo.py

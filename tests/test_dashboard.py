@@ -347,20 +347,32 @@ def test_ctrl_c_stops_tensorboard_and_tunnel(stub_ngrok, monkeypatch, caplog):
                                         stderr=subprocess.DEVNULL))
         return started[-1]
 
+    opened = threading.Event()
+
+    class Tunnel(dashboard.Tunnel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.set()
+
     def ctrl_c_once_tunnel_is_open():
-        for _ in range(600):
-            if "post" in stub_ngrok.record():
-                break
-            time.sleep(0.05)
+        opened.wait(120)  # Ctrl-C after the tunnel is open, whatever the machine's load
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C does
 
+    # a shell that starts a job in the background (nohup, `&` in a script) ignores SIGINT,
+    # and Python keeps an ignored SIGINT: give the test Python's own Ctrl-C handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(dashboard, "Tunnel", Tunnel)
     monkeypatch.setattr(dashboard, "start_tensorboard", fake_tensorboard)
     monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
     monkeypatch.setenv(dashboard.AUTH_ENV, f"frank:{PASSWORD}")
     port = dashboard.free_port()
     threading.Thread(target=ctrl_c_once_tunnel_is_open, daemon=True).start()
-    with caplog.at_level(logging.DEBUG):
-        assert dashboard.tensorboard(stub_ngrok.tmp, port=port, ngrok=True) == 0
+    try:
+        with caplog.at_level(logging.DEBUG):
+            assert dashboard.tensorboard(stub_ngrok.tmp, port=port, ngrok=True) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert opened.is_set()
     record = stub_ngrok.record()
     (post,) = record["post"]
     assert post["upstream"] == {"url": f"http://localhost:{port}"}

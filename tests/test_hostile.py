@@ -731,7 +731,10 @@ def _interrupt(cmd: list[str], out: Path, sig: int, delay: float) -> int | None:
     run ``delay`` s more, freeze it (SIGSTOP) and, while it is frozen mid-run, send
     ``sig``: the signal cannot arrive after the end. Returns the exit code, or None
     when prepare finished within ``delay`` (nothing was interrupted)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # SIGINT back to its default in the child: a job started in the background by a script
+    # inherits an ignored SIGINT, and Python would keep ignoring it
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(out.glob(".big.partial-*")) and proc.poll() is None:
         assert time.time() < deadline
