@@ -341,27 +341,25 @@ def test_ctrl_c_stops_tensorboard_and_tunnel(stub_ngrok, monkeypatch, caplog):
 
     started = []
 
-    def fake_tensorboard(logdir, port, host="127.0.0.1", **kwargs):
-        started.append(subprocess.Popen([sys.executable, "-m", "http.server", str(port),
-                                         "--bind", host], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL))
-        return started[-1]
-
     opened = threading.Event()
 
-    class Tunnel(dashboard.Tunnel):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            opened.set()
+    class Server(subprocess.Popen):
+        def wait(self, timeout=None):
+            opened.set()  # tensorboard() waits on its server once the tunnel is open
+            return super().wait(timeout)
+
+    def fake_tensorboard(logdir, port, host="127.0.0.1", **kwargs):
+        started.append(Server([sys.executable, "-m", "http.server", str(port), "--bind", host],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return started[-1]
 
     def ctrl_c_once_tunnel_is_open():
-        opened.wait(120)  # Ctrl-C after the tunnel is open, whatever the machine's load
+        opened.wait(120)  # Ctrl-C while tensorboard() waits, whatever the machine's load
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C does
 
     # a shell that starts a job in the background (nohup, `&` in a script) ignores SIGINT,
     # and Python keeps an ignored SIGINT: give the test Python's own Ctrl-C handler
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    monkeypatch.setattr(dashboard, "Tunnel", Tunnel)
     monkeypatch.setattr(dashboard, "start_tensorboard", fake_tensorboard)
     monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
     monkeypatch.setenv(dashboard.AUTH_ENV, f"frank:{PASSWORD}")

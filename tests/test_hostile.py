@@ -726,6 +726,14 @@ def big_voc(tmp_path_factory):
     return root
 
 
+def _state(pid: int) -> str:
+    """The process state letter from /proc (``T`` stopped, ``Z`` exited), ``Z`` if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
 def _interrupt(cmd: list[str], out: Path, sig: int, delay: float) -> int | None:
     """Start prepare, wait for its hidden partial folder (the writing has begun), let it
     run ``delay`` s more, freeze it (SIGSTOP) and, while it is frozen mid-run, send
@@ -742,8 +750,10 @@ def _interrupt(cmd: list[str], out: Path, sig: int, delay: float) -> int | None:
     time.sleep(delay)
     if proc.poll() is None:
         proc.send_signal(signal.SIGSTOP)  # a process that just ended stays unreaped: no reuse
-    if proc.poll() is not None:
-        assert proc.returncode == 0, "prepare failed before it was interrupted"
+    while proc.poll() is None and _state(proc.pid) not in ("T", "Z"):
+        time.sleep(0.005)  # SIGSTOP lands asynchronously; a process already exiting ends
+    if proc.poll() is not None or _state(proc.pid) == "Z":
+        assert proc.wait() == 0, "prepare failed before it was interrupted"
         return None
     proc.send_signal(sig)
     proc.send_signal(signal.SIGCONT)
@@ -760,7 +770,7 @@ def test_killed_prepare_leaves_previous_output_or_nothing(big_voc, tmp_path, sig
     previous = None
     rng = random.Random(sig)
     for attempt in range(2):  # once with no earlier output, once over a complete one
-        for delay in (rng.uniform(0, 0.3), 0.0):  # somewhere in the writing, else its start
+        for delay in (rng.uniform(0, 0.3), 0.0, 0.0, 0.0):  # in the writing, else its start
             code = _interrupt(cmd, out, sig, delay)
             if code is not None:
                 break

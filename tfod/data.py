@@ -355,10 +355,24 @@ def _replace_dir(new: Path, final: Path) -> None:
     (:class:`DatasetError`) and left untouched."""
     _check_replaceable(final)
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(new, final)
+    finally:  # also on Ctrl-C, here or while cleaning: never leave the old copy behind
+        interrupted = None
+        for _ in range(3):  # a second Ctrl-C while cleaning gets another try
+            if not old.exists():
+                break
+            try:
+                if final.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:  # stopped between the two renames: the old folder goes back
+                    os.replace(old, final)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
 
 def _start_plots(stats: dict, splits: dict, out_dir: Path):
