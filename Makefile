@@ -54,7 +54,10 @@ browser-check: $(STAMP)
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q -m slow tests/test_dashboard.py -k browser
 
+# every slow test too; Chromium (for the TensorBoard browser test) is installed if missing,
+# so no slow test is skipped
 test-all: $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q tests
 
 odapi-selftest: $(STAMP)
