@@ -81,3 +81,14 @@ def test_python_api_names_match_commands():
         module = importlib.import_module(tfod._LAZY[name])
         assert getattr(tfod, name) is getattr(module, name)
         assert callable(getattr(tfod, name))  # a module never shadows the function
+
+
+def test_every_submodule_imports_by_name_from_the_package():
+    """``from tfod import annotations`` is the reader module, in a fresh interpreter (a
+    ``from __future__ import annotations`` in tfod/__init__.py once bound that name to
+    the __future__ feature object instead)."""
+    code = ("from tfod import annotations, checks, stats; "
+            "print(annotations.__name__, checks.__name__, stats.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["tfod.annotations", "tfod.checks", "tfod.stats"]

@@ -11,8 +11,8 @@ Example:
     >>> tfod.train("runs/pets/pipeline.config", run="pets")
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: it would bind the name `annotations` in
+# this package and shadow the submodule (`from tfod import annotations`)
 import importlib
 
 from tfod import compat
