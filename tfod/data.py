@@ -308,13 +308,19 @@ def _check_replaceable(final: Path) -> None:
                 fix="choose another --name or --out-root, or move that folder away")
 
 
+def _is_given(path: Path, given) -> bool:
+    """``path`` is the very file passed as ``--label-map``."""
+    return (given is not None and path.is_file() and Path(given).is_file()
+            and path.samefile(given))
+
+
 def _label_map_is_ours(path: Path, dataset: Path, given) -> bool:
     """``label_maps/<name>.pbtxt`` may be (over)written: absent, the ``--label-map`` itself
     (then left as it is), or written by tfod (:data:`LABEL_MAP_HEADER`, or, from before
     the header, the same text as the dataset folder's copy that ``prepare`` replaces)."""
     if not (path.exists() or path.is_symlink()):
         return True
-    if given is not None and path.is_file() and Path(given).is_file() and path.samefile(given):
+    if _is_given(path, given):
         return True
     if path.is_symlink() or not path.is_file():
         return False
@@ -524,8 +530,7 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     label_map_out = Path(label_map_dir) / f"{name}.pbtxt"
-    if not (label_map is not None and label_map_out.is_file()
-            and label_map_out.samefile(label_map)):  # --label-map is kept as it is
+    if not _is_given(label_map_out, label_map):  # --label-map is kept as it is
         write_label_map(names, label_map_out)
     counts = ", ".join(f"{s}={len(rs)}" for s, rs in splits.items())
     dropped = sum(report.problems.values())
