@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +94,22 @@ def test_every_submodule_imports_by_name_from_the_package():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["tfod.annotations", "tfod.checks", "tfod.stats"]
+
+
+def test_public_surface_equals_the_release_snapshot():
+    """`tfod.__all__`, every public signature and every command's --help text equal the
+    snapshot of release 0.1.0 (tests/data/api-0.1.0.json, tools/api_snapshot.py): a
+    restructure that renames a flag, changes a default or a type, or drops a public name
+    fails here.
+    Run in a subprocess, at the snapshot's terminal width."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "tools" / "api_snapshot.py")],
+                         capture_output=True, text=True, check=True, cwd=root)
+    live = json.loads(out.stdout)
+    release = json.loads((root / "tests" / "data" / "api-0.1.0.json").read_text())
+    assert live["all"] == release["all"]
+    assert live["signatures"] == release["signatures"]
+    assert sorted(live["help"]) == sorted(release["help"])
+    for command, text in release["help"].items():
+        assert live["help"][command] == text, command
+        assert live["flags"][command] == release["flags"][command], command

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tfod import pipeline
+from tfod import pipeline, tfrecord
 from tfod.cli import main
 from tfod.data import write_label_map
 from tfod.errors import ConfigError
@@ -19,19 +19,29 @@ ZOO_TEMPLATES = ["centernet_mobilenetv2_fpn_512", "efficientdet_d0_512",
 
 
 def _write_records(path, count):
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    """Empty tf.train.Examples, written by tfod.tfrecord (no TensorFlow: the mutation run
+    forks workers from a process that must not have run TensorFlow)."""
+    with tfrecord.TFRecordWriter(path) as writer:
         for _ in range(count):
-            writer.write(tf.train.Example().SerializeToString())
+            writer.write(tfrecord.example({}))
     return path
+
+
+def _write_manifest(folder, counts):
+    """manifest.json as `tfod prepare` writes it: images and shards of each split."""
+    (folder / "manifest.json").write_text(json.dumps({"splits": {
+        split: {"images": n, "shards": [f"{split}-00000-of-00001.tfrecord"]}
+        for split, n in counts.items()}}))
 
 
 @pytest.fixture
 def inputs(tmp_path):
+    """Label map and TFRecords (5 train, 2 val) with their manifest.json, so that
+    check_pipeline counts records from the manifest (no tf.data)."""
     label_map = write_label_map(["a", "b"], tmp_path / "lm.pbtxt")
     train = _write_records(tmp_path / "train-00000-of-00001.tfrecord", 5)
     val = _write_records(tmp_path / "val-00000-of-00001.tfrecord", 2)
+    _write_manifest(tmp_path, {"train": 5, "val": 2})
     return label_map, train, val
 
 
@@ -328,15 +338,31 @@ def test_finding_schedule_inconsistent_with_num_steps(tmp_path, inputs):
 
 
 def test_finding_batch_larger_than_training_set(tmp_path, inputs):
-    out = _patch(tmp_path, inputs, batch_size=8)  # 5 records, counted with tf.data
+    out = _patch(tmp_path, inputs, batch_size=8)  # 5 records, by the fixture's manifest
     _fails(out, "train_config.batch_size", "batch_size 8 is larger than the training set "
-           "(5 records, by tf.data count)", "--batch-size 5 or less")
-    # next to a manifest.json (tfod prepare), the manifest's count is used
-    (tmp_path / "manifest.json").write_text(json.dumps({"splits": {
-        "train": {"images": 3, "shards": ["train-00000-of-00001.tfrecord"]},
-        "val": {"images": 2, "shards": ["val-00000-of-00001.tfrecord"]}}}))
+           "(5 records, by manifest.json)", "--batch-size 5 or less")
+    pipeline.check_pipeline(_patch(tmp_path, inputs, name="five.config", batch_size=5))
+    # the manifest's count is used, not the records in the files
+    _write_manifest(tmp_path, {"train": 3, "val": 2})
     out = _patch(tmp_path, inputs, name="m.config", batch_size=4)
     _fails(out, "(3 records, by manifest.json)")
+
+
+def test_records_without_a_manifest_counted_with_tf_data(tmp_path, inputs):
+    """Records that `tfod prepare` did not write (no manifest.json beside them) are counted
+    with tf.data; empty ones are an error of their own."""
+    label_map = inputs[0]
+    folder = tmp_path / "own"
+    folder.mkdir()
+    train = _write_records(folder / "train-00000-of-00001.tfrecord", 5)
+    val = _write_records(folder / "val-00000-of-00001.tfrecord", 2)
+    own = (label_map, train, val)
+    out = _patch(tmp_path, own, batch_size=8)
+    _fails(out, "train_config.batch_size", "batch_size 8 is larger than the training set "
+           "(5 records, by tf.data count)", "--batch-size 5 or less")
+    _write_records(train, 0)
+    _fails(_patch(tmp_path, own, name="e.config"),
+           "the training TFRecords hold no records (by tf.data count)")
 
 
 def test_finding_bfloat16_off_tpu(tmp_path, inputs, monkeypatch):

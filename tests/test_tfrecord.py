@@ -55,6 +55,21 @@ def test_corrupted_record_is_rejected_by_tensorflow(tmp_path):
         list(tf.data.TFRecordDataset(str(path)))
 
 
+def test_framing_equals_tensorflows_bytes_without_tensorflow(tmp_path):
+    """The exact bytes tf.io.TFRecordWriter (TF 2.20) wrote for three payloads: uint64 length,
+    masked CRC-32C of the length, payload, masked CRC-32C of the payload, all little-endian.
+    Pure Python, so the mutation run (which must not run TensorFlow in forked workers) checks
+    the framing too; test_bytes_equal_tensorflows_own_writer checks it against TF itself."""
+    golden = {b"": ("000000000000000029039807", "d8ea82a2"),
+              b"tfod": ("040000000000000042455204", "ee0bf6ee"),
+              b"a" * 300: ("2c01000000000000f2fe5b9d", "5c724175")}
+    for payload, (header, footer) in golden.items():
+        path = tmp_path / f"r{len(payload)}.tfrecord"
+        with tfrecord.TFRecordWriter(path) as writer:
+            writer.write(payload)
+        assert path.read_bytes() == bytes.fromhex(header) + payload + bytes.fromhex(footer)
+
+
 def test_no_tensorflow_import(tmp_path):
     import subprocess
     import sys
