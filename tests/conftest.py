@@ -10,7 +10,18 @@ import tfod  # noqa: E402,F401  (installs the compat hook before any OD API impo
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
+import threading  # noqa: E402
+
 import pytest  # noqa: E402
+import tqdm  # noqa: E402
+
+# tqdm's default lock includes a multiprocessing lock, shared by every process forked
+# after it was made: a forked process killed while holding it (mutmut forks each mutant's
+# worker from the process that ran every selected test, `make mutation`, and kills the
+# ones that time out) leaves it taken, and every later worker hangs on its first progress
+# bar. A thread lock is copied at fork instead of shared; no monitor thread either.
+tqdm.tqdm.set_lock(threading.RLock())
+tqdm.tqdm.monitor_interval = 0
 
 TINY_STEPS = 6
 
@@ -19,8 +30,8 @@ TINY_STEPS = 6
 def tiny_run(tmp_path_factory):
     """A prepared synthetic dataset and a tiny SSD trained TINY_STEPS steps with tfod.training."""
     from tfod.data import prepare_dataset
-    from tfod.pipeline import patch_pipeline_for_dataset
-    from tfod.synth import synthesize
+    from tfod.config import patch_pipeline_for_dataset
+    from tfod.data.synth import synthesize
     from tfod.training import train
 
     root = tmp_path_factory.mktemp("tiny")

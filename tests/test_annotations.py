@@ -1,4 +1,5 @@
-"""tfod.annotations: what each reader makes of every field, and how each bad input is counted.
+"""tfod.data.readers (voc, coco, csv_table, yolo) and tfod.data.annotations: what each
+reader makes of every field, and how each bad input is counted.
 
 The round trips through ``prepare`` are in test_data.py and the hostile paths in
 test_hostile.py; here every reader gets small hand-written files whose records are
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tfod.annotations import (Box, Record, Report, read_coco, read_csv, read_voc, read_yolo,
-                              split_from_name)
+from tfod.data.annotations import Box, Record, Report, split_from_name
+from tfod.data.readers import read_coco, read_csv, read_voc, read_yolo
 from tfod.errors import DatasetError
 
 
@@ -557,7 +558,7 @@ def test_row_and_line_error_texts_in_full(tmp_path):
 
 
 def test_problem_kind_of_reader_errors():
-    from tfod.annotations import PathOutsideError, problem_kind
+    from tfod.data.annotations import PathOutsideError, problem_kind
 
     assert problem_kind(PathOutsideError("x")) == "image path outside the dataset"
     assert problem_kind(DatasetError("x")) == "unreadable annotation"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfod import checks, data
-from tfod.annotations import Box, Record, Report
+from tfod import data
+from tfod.data import checks, shards
+from tfod.data.annotations import Box, Record, Report
 
 
 def _jpeg(path, size=(64, 48), mode="RGB", exif_orientation=None, seed=0):
@@ -103,7 +104,7 @@ def test_colour_modes_become_rgb_jpeg(tmp_path, mode, suffix, note, passthrough)
     report = Report()
     [record] = checks.check_records([_record(img, [("cat", 1, 1, 20, 20)])], report)
     assert report.notes[note] == 1 and not report.problems
-    encoded, width, height = data._encoded_image(record)
+    encoded, width, height = shards._encoded_image(record)
     assert (encoded == img.read_bytes()) == passthrough
     with Image.open(io.BytesIO(encoded)) as decoded:
         assert decoded.format == "JPEG" and decoded.mode in ("RGB", "L")
@@ -117,14 +118,14 @@ def test_exif_rotation_follows_what_the_annotator_saw(tmp_path):
     [shown] = checks.check_records([_record(img, [("cat", 1, 1, 40, 60)], (48, 64))], report)
     assert shown.image.rotate and (shown.width, shown.height) == (48, 64)
     assert not report.problems  # the box 40x60 fits the turned picture
-    encoded, w, h = data._encoded_image(shown)
+    encoded, w, h = shards._encoded_image(shown)
     assert (w, h) == (48, 64) and encoded != img.read_bytes()
 
     report = Report()
     [stored] = checks.check_records([_record(img, [("cat", 1, 1, 60, 40)], (64, 48))], report)
     assert not stored.image.rotate and (stored.width, stored.height) == (64, 48)
     assert report.notes == {"EXIF orientation ignored (annotation has the stored size)": 1}
-    encoded, w, h = data._encoded_image(stored)
+    encoded, w, h = shards._encoded_image(stored)
     assert encoded == img.read_bytes() and (w, h) == (64, 48)
 
 

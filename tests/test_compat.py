@@ -85,7 +85,7 @@ def test_old_generated_detection():
 
 
 def test_estimator_shim():
-    assert compat._estimator_missing() is False or "estimator" not in compat.ACTIVE
+    assert compat.shims._estimator_missing() is False or "estimator" not in compat.ACTIVE
     from object_detection import inputs, model_lib
 
     assert inputs.tf_estimator.ModeKeys.TRAIN == "train"
@@ -177,7 +177,7 @@ def test_keras_resnet_builder():
 def test_centernet_backbone_builds_offline(caplog):
     from object_detection.models import center_net_mobilenet_v2_fpn_feature_extractor as cn
 
-    if compat._keras_weights_cached("mobilenet_v2_weights_*_no_top.h5"):
+    if compat.shims._keras_weights_cached("mobilenet_v2_weights_*_no_top.h5"):
         pytest.skip("ImageNet weights are cached here: the shim stays off")
     assert compat.ACTIVE.get("offline_imagenet_weights")
     extractor = cn.mobilenet_v2_fpn(channel_means=(0, 0, 0), channel_stds=(1, 1, 1),

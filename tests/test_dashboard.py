@@ -353,9 +353,27 @@ def test_ctrl_c_stops_tensorboard_and_tunnel(stub_ngrok, monkeypatch, caplog):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return started[-1]
 
+    def blocked_in_wait(tid):
+        """The thread sits in the wait4/waitid system call (Linux /proc), where a signal
+        interrupts it; a signal that lands just before would wait for the next bytecode.
+        (x86-64 system call numbers; elsewhere, no wait.)"""
+        import platform
+
+        if platform.machine() != "x86_64":
+            return True
+        try:
+            return Path(f"/proc/self/task/{tid}/syscall").read_text().split()[0] in (
+                "61", "247")
+        except (OSError, IndexError):
+            return True
+
     def ctrl_c_once_tunnel_is_open():
         opened.wait(120)  # Ctrl-C while tensorboard() waits, whatever the machine's load
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C does
+        main = threading.main_thread()
+        deadline = time.monotonic() + 60
+        while not blocked_in_wait(main.native_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(main.ident, signal.SIGINT)  # as Ctrl-C does
 
     # a shell that starts a job in the background (nohup, `&` in a script) ignores SIGINT,
     # and Python keeps an ignored SIGINT: give the test Python's own Ctrl-C handler

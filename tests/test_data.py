@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import SHARED_DATASETS
 from tfod import data
+from tfod.data import prepare
 from tfod.errors import DatasetError
-from tfod.synth import synthesize
+from tfod.data.synth import synthesize
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,7 @@ def test_no_partial_output_on_failure(voc, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(data, "write_tfrecords", boom)
+    monkeypatch.setattr(prepare, "write_tfrecords", boom)
     with pytest.raises(RuntimeError):
         data.prepare_dataset(voc, "s", out_root=tmp_path / "data", label_map_dir=tmp_path)
     assert list((tmp_path / "data").iterdir()) == []
@@ -285,7 +287,7 @@ def test_raccoon_csv_matches_its_voc(tmp_path):
 # Own splits from file and folder names; stratified splits; label maps
 # --------------------------------------------------------------------------- #
 def test_split_names():
-    from tfod.annotations import split_from_name
+    from tfod.data.annotations import split_from_name
 
     assert [split_from_name(n) for n in ("train_labels", "instances_val2017", "valid",
                                          "Test", "raccoon_labels")] == \
@@ -328,9 +330,9 @@ def _records(counts: dict[str, int], negatives: int = 0):
     out = []
     for name, n in counts.items():
         for i in range(n):
-            out.append(data.Record(data.Path(f"/x/{name}-{i}.jpg"), 100, 100,
+            out.append(data.Record(Path(f"/x/{name}-{i}.jpg"), 100, 100,
                                    [data.Box(name, 1, 1, 9, 9), data.Box("common", 1, 1, 9, 9)]))
-    out += [data.Record(data.Path(f"/x/neg-{i}.jpg"), 100, 100) for i in range(negatives)]
+    out += [data.Record(Path(f"/x/neg-{i}.jpg"), 100, 100) for i in range(negatives)]
     return out
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import TINY_STEPS
 from tfod import evaluation
+from tfod.compat import runtime
 from tfod.errors import TrainError
 from tfod.evaluation import evaluate, metrics_table
 
@@ -54,7 +55,7 @@ def test_category_stats_match_cocoeval_per_category():
     wrapper = coco_tools.COCOEvalWrapper(gt, dt)
     wrapper.evaluate()
     wrapper.accumulate()
-    stats = evaluation.category_stats(wrapper)
+    stats = runtime.category_stats(wrapper)
     assert stats.shape == (12, 2)
     for k, cat_id in enumerate((1, 2)):  # pycocotools alone, one category at a time
         alone = COCOeval(gt, dt, "bbox")
@@ -96,7 +97,7 @@ def test_od_api_per_category_metrics_work_under_the_fix():
     fixed = coco_evaluation.CocoDetectionEvaluator(CATEGORIES, include_metrics_per_category=True,
                                                    all_metrics_per_category=True)
     fill(fixed)
-    with evaluation._keep_coco_eval() as kept:
+    with runtime.keep_coco_eval() as kept:
         metrics = fixed.evaluate()
     assert metrics["DetectionBoxes_PerformanceByCategory/mAP/cat"] > 0.8
     assert metrics["DetectionBoxes_PerformanceByCategory/mAP/dog"] == 0.0
@@ -227,7 +228,7 @@ def _evaluate_detections(images, names, out_dir):
     go through ``model_lib_v2.prepare_eval_dict`` (pixel boxes, label ids), into the OD
     API's COCO evaluator built by ``eval_util.get_evaluators`` from the tiny template's
     eval_config with per-category metrics on (as tfod's _Evaluator sets it); then
-    ``evaluate()`` under ``evaluation._keep_coco_eval`` and ``evaluation._class_report``
+    ``evaluate()`` under ``runtime.keep_coco_eval`` and ``evaluation._class_report``
     (the per-class AP written to metrics.json). ``images``: ``[((height, width),
     groundtruth [(class_id, x0, y0, x1, y1)], detections [(class_id, x0, y0, x1, y1,
     score)])]``.
@@ -236,12 +237,12 @@ def _evaluate_detections(images, names, out_dir):
     from object_detection import eval_util, inputs, model_lib_v2
     from object_detection.core import standard_fields as fields
 
-    from tfod import pipeline
+    from tfod.config import templates
 
-    configs = pipeline.load_configs(pipeline.resolve_template("ssd_mobilenet_v2_tiny"))
+    configs = templates.load_configs(templates.resolve_template("ssd_mobilenet_v2_tiny"))
     eval_config = configs["eval_config"]
     eval_config.include_metrics_per_category = True
-    resized = pipeline.image_size(configs)
+    resized = templates.image_size(configs)
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
     evaluators = eval_util.get_evaluators(
         eval_config, categories, eval_util.evaluator_options_from_eval_config(eval_config))
@@ -276,7 +277,7 @@ def _evaluate_detections(images, names, out_dir):
         for evaluator in evaluators:
             evaluator.add_eval_dict(eval_dict)
     metrics = {}
-    with evaluation._keep_coco_eval() as kept:
+    with runtime.keep_coco_eval() as kept:
         for evaluator in evaluators:
             metrics.update(evaluator.evaluate())
     metrics = {k: float(v) for k, v in metrics.items()}

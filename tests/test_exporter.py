@@ -14,6 +14,7 @@ from PIL import Image
 from tfod.errors import ExportError
 from tfod.exporter import FORMATS, MAP, MAP50, _report, export, export_tflite
 from tfod.inference import load_detector
+from tfod.layout import RunDir
 
 ALL_FILES = {"saved_model": "saved_model", "frozen_graph": "frozen_graph.pb",
              "tflite": "model_float32.tflite", "tflite_fp16": "model_float16.tflite",
@@ -211,14 +212,14 @@ def test_report_lists_every_artefact_with_a_map(tiny_export, tiny_run):
 
 
 def test_report_reference_and_int8_warning(tmp_path):
-    from tfod import pipeline
+    from tfod.config import templates
 
-    run = tmp_path / "run"
-    (run / "eval" / "ckpt-4").mkdir(parents=True)
-    (run / "eval" / "ckpt-4" / "metrics.json").write_text(json.dumps({
-        "checkpoint": str(run / "ckpt-4"), "DetectionBoxes_Precision/mAP": 0.61,
+    run = RunDir(tmp_path / "run")
+    run.checkpoint_eval_dir("ckpt-4").mkdir(parents=True)
+    run.checkpoint_metrics("ckpt-4").write_text(json.dumps({
+        "checkpoint": str(run.root / "ckpt-4"), "DetectionBoxes_Precision/mAP": 0.61,
         "DetectionBoxes_Precision/mAP@.50IOU": 0.9}))
-    configs = pipeline.load_configs(pipeline.resolve_template("ssd_mobilenet_v2_tiny"))
+    configs = templates.load_configs(templates.resolve_template("ssd_mobilenet_v2_tiny"))
 
     def row(name, mAP, size):
         return {"path": str(tmp_path / name), "file": name, "bytes": size, "latency_ms": 2.0,
@@ -227,16 +228,17 @@ def test_report_reference_and_int8_warning(tmp_path):
 
     rows = {"tflite": row("model_float32.tflite", 0.60, 1000),
             "tflite_int8": row("model_int8.tflite", 0.55, 300)}
-    report = _report(rows, configs, run, str(run / "ckpt-4"), True, False, 100)
+    report = _report(rows, configs, run, str(run.root / "ckpt-4"), True, False, 100)
     assert report["reference"]["name"] == "checkpoint"
     assert rows["tflite_int8"]["mAP_diff"] == pytest.approx(-0.06)
     assert rows["tflite_int8"]["size_vs_float32"] == pytest.approx(0.3)
     (warning,) = report["warnings"]
     assert "5.0 mAP points" in warning and "calibration" in warning and "box predictor" in warning
     rows["tflite_int8"]["mAP"] = 0.59
-    assert _report(rows, configs, run, str(run / "ckpt-4"), True, False, 100)["warnings"] == []
+    assert _report(rows, configs, run, str(run.root / "ckpt-4"), True, False,
+                   100)["warnings"] == []
     # metrics of another checkpoint are not this checkpoint's mAP
-    assert _report(rows, configs, run, str(run / "ckpt-9"), True, False, 100)[
+    assert _report(rows, configs, run, str(run.root / "ckpt-9"), True, False, 100)[
         "reference"]["name"] == "tflite"
 
 
@@ -250,12 +252,12 @@ def test_bad_formats_and_options(tmp_path, tiny_run):
 
 
 def test_architecture_without_tflite(tmp_path, tiny_run):
-    from tfod import pipeline
+    from tfod.config import templates
 
-    configs = pipeline.load_configs(tiny_run["run_dir"] / "pipeline.config")
+    configs = templates.load_configs(tiny_run["run_dir"] / "pipeline.config")
     configs["model"].faster_rcnn.num_classes = 3  # switches the model oneof
     run = tmp_path / "frcnn"
-    pipeline.save_configs(configs, run / "pipeline.config")
+    templates.save_configs(configs, run / "pipeline.config")
     with pytest.raises(ExportError, match="cannot export a faster_rcnn model to TFLite"):
         export(run, formats=["saved_model", "tflite_int8"])
     with pytest.raises(ExportError, match="faster_rcnn"):
@@ -270,8 +272,8 @@ def test_int8_within_two_map_points_on_demo(tmp_path):
     """int8 vs float32 TFLite on a trained demo model: uses ``runs/demo`` (or
     $TFOD_DEMO_RUN) when it holds a checkpoint, else trains the demo (2000 steps)."""
     from tfod.data import prepare_dataset
-    from tfod.pipeline import patch_pipeline_for_dataset
-    from tfod.synth import synthesize
+    from tfod.config import patch_pipeline_for_dataset
+    from tfod.data.synth import synthesize
     from tfod.training import train
 
     run = Path(os.environ.get("TFOD_DEMO_RUN", Path(__file__).resolve().parents[1]
@@ -293,12 +295,12 @@ def test_int8_within_two_map_points_on_demo(tmp_path):
     assert rows["tflite"]["mAP"] > 0.5, "the demo model is not trained well enough"
     assert rows["tflite_int8"]["mAP"] >= rows["tflite"]["mAP"] - 0.02, result["warnings"]
     # a trained model has clear top detections: float32 TFLite matches the SavedModel
-    from tfod import pipeline
-    from tfod.exporter import _decoded_records, _record_files
+    from tfod.config import templates
+    from tfod.exporter.records import _decoded_records, _record_files
 
     saved = load_detector(out / "saved_model")
     tflite = load_detector(out / "model_float32.tflite")
-    configs = pipeline.load_configs(Path(run) / "pipeline.config")
+    configs = templates.load_configs(Path(run) / "pipeline.config")
     for k, example in enumerate(_decoded_records(_record_files(
             configs["eval_input_configs"][0], "eval"))):
         if k == 20:

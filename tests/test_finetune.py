@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfod import finetuning, pipeline
+from tfod.config import options, patch, templates
+from tfod.compat import runtime
 from tfod.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ def _built_model(configs: dict):
     from object_detection.builders import model_builder
 
     model = model_builder.build(configs["model"], is_training=True)
-    height, width = pipeline.image_size(configs)
+    height, width = templates.image_size(configs)
     images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
     model.predict(images, shapes)
     return model
@@ -49,13 +50,13 @@ def test_detection_checkpoint_restores_feature_extractor_for_new_class_count(tin
     from object_detection.protos import train_pb2
 
     checkpoint = _latest(tiny_run["run_dir"])
-    source_configs = pipeline.load_configs(tiny_run["config"])
+    source_configs = templates.load_configs(tiny_run["config"])
     assert source_configs["model"].ssd.num_classes == 3
     # the checkpoint's values, read through a model of its own architecture
     source = _built_model(source_configs)
     tf.train.Checkpoint(model=source).restore(checkpoint).assert_existing_objects_matched()
 
-    configs = pipeline.load_configs(tiny_run["config"])
+    configs = templates.load_configs(tiny_run["config"])
     configs["model"].ssd.num_classes = 5
     train_config = configs["train_config"]
     train_config.fine_tune_checkpoint = checkpoint
@@ -84,7 +85,7 @@ def test_detection_checkpoint_restores_feature_extractor_for_new_class_count(tin
                    for a, b in zip(src["box_head"], dst["box_head"])
                    if "kernel" in a.name.split("/")[-1])
     # ... until tfod restores the class-independent part of the box predictor
-    assert finetuning.restore_box_predictor(target, checkpoint) == ["_prediction_heads"]
+    assert runtime.restore_box_predictor(target, checkpoint) == ["_prediction_heads"]
     assert len(dst["box_head"]) == len(src["box_head"]) > 0
     for a, b in zip(src["box_head"], dst["box_head"]):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)
@@ -97,7 +98,7 @@ def _weight_shared_configs(tiny_config) -> dict:
     with a 2-layer tower (the layout of the zoo's FPN and FPNLite models)."""
     from google.protobuf import text_format
 
-    configs = pipeline.load_configs(tiny_config)
+    configs = templates.load_configs(tiny_config)
     ssd = configs["model"].ssd
     ssd.feature_extractor.type = "ssd_mobilenet_v2_fpn_keras"
     text_format.Merge("fpn { min_level: 3 max_level: 5 additional_layer_depth: 32 }",
@@ -132,7 +133,7 @@ def test_weight_shared_tower_and_box_head_restored(tiny_run, tmp_path):
     model_lib_v2.load_fine_tune_checkpoint(
         target, checkpoint, "detection", train_pb2.CheckpointVersion.V2,
         run_model_on_dummy_input=False, input_dataset=None, unpad_groundtruth_tensors=False)
-    restored = finetuning.restore_box_predictor(target, checkpoint)
+    restored = runtime.restore_box_predictor(target, checkpoint)
     assert restored == ["_base_tower_layers_for_heads", "_box_prediction_head"]
 
     def named(model, scope):
@@ -151,19 +152,19 @@ def test_weight_shared_tower_and_box_head_restored(tiny_run, tmp_path):
 
 
 def test_set_freeze_writes_config_fields(tiny_run):
-    configs = pipeline.load_configs(tiny_run["config"])
-    pipeline.set_freeze(configs, "feature_extractor")
+    configs = templates.load_configs(tiny_run["config"])
+    options.set_freeze(configs, "feature_extractor")
     train_config = configs["train_config"]
     assert list(train_config.update_trainable_variables) == ["BoxPredictor/"]
-    pipeline.set_freeze(configs, "feature_extractor")  # replaced, not appended
+    options.set_freeze(configs, "feature_extractor")  # replaced, not appended
     assert list(train_config.update_trainable_variables) == ["BoxPredictor/"]
-    pipeline.set_freeze(configs, "none")
+    options.set_freeze(configs, "none")
     assert not train_config.update_trainable_variables and not train_config.freeze_variables
     with pytest.raises(ConfigError, match="did you mean feature_extractor"):
-        pipeline.set_freeze(configs, "feature_extractors")
+        options.set_freeze(configs, "feature_extractors")
     configs["model"].faster_rcnn.num_classes = 3  # switches the model oneof
     with pytest.raises(ConfigError, match="freeze_variables"):
-        pipeline.set_freeze(configs, "feature_extractor")
+        options.set_freeze(configs, "feature_extractor")
 
 
 @pytest.mark.slow
@@ -177,14 +178,14 @@ def test_freeze_trains_head_only(tiny_run, tmp_path):
     shutil.copytree(tiny_run["run_dir"], run_dir)
     before = tf.train.load_checkpoint(_latest(run_dir))
     config = run_dir / "pipeline.config"
-    configs = pipeline.load_configs(config)
-    pipeline.set_freeze(configs, "feature_extractor")
+    configs = templates.load_configs(config)
+    options.set_freeze(configs, "feature_extractor")
     # 2 more steps with a learning rate above 0 (the cosine schedule ended at step 6)
     configs["train_config"].num_steps = 8
     cosine = configs["train_config"].optimizer.adam_optimizer.learning_rate \
         .cosine_decay_learning_rate
     cosine.total_steps, cosine.warmup_steps = 8, 1
-    pipeline.save_configs(configs, config)
+    templates.save_configs(configs, config)
 
     result = train(config, run_dir=run_dir, resume=True, num_steps=8, seed=0)
     assert result["step"] == 8
@@ -214,7 +215,7 @@ def test_train_fine_tunes_from_a_detection_checkpoint(tiny_run, tmp_path, caplog
     caplog.set_level(logging.INFO)
     labels = tmp_path / "five.pbtxt"
     labels.write_text("".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in range(1, 6)))
-    config = pipeline.patch_pipeline(
+    config = patch.patch_pipeline(
         tiny_run["config"], tmp_path / "five.config", label_map=labels, num_steps=2,
         fine_tune_checkpoint=_latest(tiny_run["run_dir"]))
     result = train(config, run_dir=tmp_path / "run", seed=0)

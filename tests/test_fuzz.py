@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tfod import checks, data
-from tfod.annotations import CSV_COLUMNS
+from tfod import data
+from tfod.data import checks
+from tfod.data.readers import CSV_COLUMNS
 from tfod.errors import DatasetError
 
 CORPUS = Path(__file__).parent / "data" / "broken"

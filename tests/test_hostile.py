@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tfod import checks, data
-from tfod.annotations import Report
+from tfod import data
 from tfod.cli import main
-from tfod.synth import synthesize
+from tfod.data import checks, prepare
+from tfod.data.annotations import Report
+from tfod.data.synth import synthesize
+from tfod.errors import DatasetError
 
 VOC = """<annotation><filename>{filename}</filename>
 <size><width>64</width><height>48</height><depth>3</depth></size>
@@ -118,8 +120,8 @@ def test_decompression_bomb_is_refused_without_memory(tmp_path, make):
     kept = checks.check_records([data.Record(bomb, 0, 0, source="bomb.xml")], report)
     assert kept == [] and report.problems == {"unreadable image": 1}
     assert "3,600,000,000 pixels" in report.lines()[1] and "--max-pixels" in report.lines()[1]
-    base = _peak_rss_mb("from tfod import checks")
-    peak = _peak_rss_mb(f"from tfod import checks\nchecks.inspect_image({str(bomb)!r})")
+    base = _peak_rss_mb("from tfod.data import checks")
+    peak = _peak_rss_mb(f"from tfod.data import checks\nchecks.inspect_image({str(bomb)!r})")
     assert peak - base < 50  # decoding it would need 10 GB
 
 
@@ -435,8 +437,8 @@ def test_replace_refuses_a_folder_that_appeared_meanwhile(tmp_path, sentinel):
     new = tmp_path / ".new"
     new.mkdir()
     (new / data.MARKER).write_text("")
-    with pytest.raises(data.DatasetError, match="not written by tfod"):
-        data._replace_dir(new, sentinel)
+    with pytest.raises(DatasetError, match="not written by tfod"):
+        prepare._replace_dir(new, sentinel)
     assert (sentinel / "keep.txt").read_text() == "the user's own file"
     assert new.is_dir()
 
@@ -452,7 +454,7 @@ def test_stale_work_folders_are_removed_only_when_marked(tmp_path):
         folder.mkdir()
     (ours / data.MARKER).write_text("")
     (theirs / "keep.txt").write_text("mine")
-    data._remove_stale_partials(tmp_path, "pets")
+    prepare._remove_stale_partials(tmp_path, "pets")
     assert not ours.exists() and not empty.exists()
     assert (theirs / "keep.txt").read_text() == "mine"
 
@@ -460,7 +462,7 @@ def test_stale_work_folders_are_removed_only_when_marked(tmp_path):
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory):
     """A valid tiny pipeline.config over a prepared dataset (no training)."""
-    from tfod.pipeline import patch_pipeline_for_dataset
+    from tfod.config import patch_pipeline_for_dataset
 
     root = tmp_path_factory.mktemp("cfg")
     synthesize(root / "raw", num_train=4, num_val=2, seed=2)
@@ -600,7 +602,7 @@ def test_demo_replaces_the_folders_tfod_marked(tmp_path):
         old.mkdir(parents=True)
         mark_owned(old, kind)
         (old / "old.txt").write_text("from the last demo")
-    with pytest.raises(data.DatasetError, match="num_train"):
+    with pytest.raises(DatasetError, match="num_train"):
         demo(tmp_path, num_train=-1)
     assert not (tmp_path / "exports" / "demo").exists()
     assert is_owned(tmp_path / "runs" / "demo", "run")
@@ -634,7 +636,7 @@ def test_synth_overwrite_never_removes_what_it_did_not_write(tmp_path, sentinel,
             (out / sub).mkdir(parents=True)
         _image(out / "JPEGImages" / "holiday.jpg")
     before = _tree(tmp_path)
-    with pytest.raises(data.DatasetError, match="not written by tfod") as info:
+    with pytest.raises(DatasetError, match="not written by tfod") as info:
         synthesize(out, num_train=2, num_val=1, image_size=64, overwrite=True)
     assert "out_dir" in info.value.fix
     assert _tree(tmp_path) == before

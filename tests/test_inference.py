@@ -57,15 +57,16 @@ def test_threshold_and_max_detections(tiny_export, tiny_run, tmp_path):
 def test_batched_predict_equals_one_by_one(tiny_run, tmp_path):
     """SavedModels with a batch dimension (float_image_tensor here) take several
     images per call; the detections are those of one image at a time."""
-    from tfod import pipeline
-    from tfod.exporter import _resolve, export_saved_model
+    from tfod.config import templates
+    from tfod.exporter import export_saved_model
+    from tfod.layout import RunDir
 
     config = tiny_run["run_dir"] / "pipeline.config"
-    saved = export_saved_model(config, _resolve(config, None), tmp_path / "float",
-                               input_type="float_image_tensor")
+    saved = export_saved_model(config, RunDir(config.parent).resolve_checkpoint(None),
+                               tmp_path / "float", input_type="float_image_tensor")
     detector = load_detector(saved)
     assert detector.max_batch is None
-    assert pipeline.image_size(pipeline.load_configs(config)) == (160, 160)
+    assert templates.image_size(templates.load_configs(config)) == (160, 160)
     images = sorted((tiny_run["root"] / "raw" / "JPEGImages").glob("*.jpg"))[:8]
     one = predict(images, saved, tmp_path / "one", threshold=0.0, draw=False, batch=1)
     many = predict(images, saved, tmp_path / "many", threshold=0.0, draw=False, batch=8)

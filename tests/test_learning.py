@@ -56,8 +56,8 @@ def learned(tmp_path_factory):
     """synth -> prepare -> config -> train -> eval, once, with tfod's public functions."""
     from tfod.data import prepare_dataset
     from tfod.evaluation import evaluate
-    from tfod.pipeline import patch_pipeline_for_dataset
-    from tfod.synth import synthesize
+    from tfod.config import patch_pipeline_for_dataset
+    from tfod.data.synth import synthesize
     from tfod.training import train
 
     root = tmp_path_factory.mktemp("learning")

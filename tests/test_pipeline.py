@@ -1,4 +1,4 @@
-"""tfod.pipeline: templates, patching through the protos, checks before any graph work."""
+"""tfod.config: templates, patching through the protos, checks before any graph work."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import logging
 
 import pytest
 
-from tfod import pipeline, tfrecord
+from tfod.data import tfrecord
+from tfod.config import options, patch, schedule, templates, validate
+from tfod.layout import RunDir
+from tfod.compat import runtime
 from tfod.cli import main
 from tfod.data import write_label_map
 from tfod.errors import ConfigError
@@ -49,20 +52,26 @@ def _patch(tmp_path, inputs, template="ssd_mobilenet_v2_tiny", name="p.config", 
     label_map, train, val = inputs
     kwargs = {"batch_size": 4, "label_map": label_map, "train_input": str(train),
               "eval_input": str(val), **kwargs}
-    return pipeline.patch_pipeline(template, tmp_path / name, **kwargs)
+    return patch.patch_pipeline(template, tmp_path / name, **kwargs)
 
 
 def _edit(path, change):
-    configs = pipeline.load_configs(path)
+    configs = templates.load_configs(path)
     change(configs)
-    pipeline.save_configs(configs, path)
+    templates.save_configs(configs, path)
     return path
+
+
+def _resolve_run(path, error=ConfigError):
+    """(config, run folder path) as RunDir.of gives them."""
+    config, run = RunDir.of(path, error)
+    return config, run.root
 
 
 def _fails(path, *needles):
     """check_pipeline raises one ConfigError whose text names every needle."""
     with pytest.raises(ConfigError) as info:
-        pipeline.check_pipeline(path)
+        validate.check_pipeline(path)
     for needle in needles:
         assert needle in str(info.value), (needle, str(info.value))
     return info.value
@@ -76,25 +85,25 @@ def _cosine(configs):
 # --- templates -------------------------------------------------------------------------------
 
 def test_templates_listed_and_unknown_suggests():
-    assert set(ZOO_TEMPLATES + ["ssd_mobilenet_v2_tiny"]) <= set(pipeline.available_templates())
+    assert set(ZOO_TEMPLATES + ["ssd_mobilenet_v2_tiny"]) <= set(templates.available_templates())
     with pytest.raises(ConfigError, match="did you mean ssd_mobilenet_v2_tiny"):
-        pipeline.resolve_template("ssd_mobilenet_v2_tiyn")
+        templates.resolve_template("ssd_mobilenet_v2_tiyn")
 
 
 @pytest.mark.parametrize("name", ZOO_TEMPLATES)
 def test_zoo_template_parses_with_single_gpu_settings(name):
-    configs = pipeline.load_configs(pipeline.resolve_template(name))
+    configs = templates.load_configs(templates.resolve_template(name))
     train_config = configs["train_config"]
     assert 4 <= train_config.batch_size <= 16
     assert train_config.fine_tune_checkpoint_type == "detection"
-    assert pipeline.PLACEHOLDER in train_config.fine_tune_checkpoint
+    assert templates.PLACEHOLDER in train_config.fine_tune_checkpoint
     assert not train_config.use_bfloat16
-    _, kind, lr = pipeline._schedule(train_config)
+    _, kind, lr = schedule.lr_schedule(train_config)
     assert kind == "cosine_decay_learning_rate"
     assert lr.total_steps == train_config.num_steps and 0 < lr.warmup_steps < lr.total_steps
     assert lr.warmup_learning_rate < lr.learning_rate_base
     # nothing but placeholders and paths stands between a template and a valid config
-    assert pipeline._size_findings(configs) == [] and pipeline._schedule_findings(configs) == []
+    assert validate._size_findings(configs) == [] and validate._schedule_findings(configs) == []
 
 
 def test_every_template_builds_with_model_builder():
@@ -102,9 +111,9 @@ def test_every_template_builds_with_model_builder():
 
     # offline, the CenterNet backbone's ImageNet weights are skipped by the compat shim
     built = {}
-    for name in pipeline.available_templates():
-        configs = pipeline.load_configs(pipeline.resolve_template(name))
-        pipeline.set_num_classes(configs, 3)
+    for name in templates.available_templates():
+        configs = templates.load_configs(templates.resolve_template(name))
+        patch.set_num_classes(configs, 3)
         model = model_builder.build(configs["model"], is_training=True)
         assert model.num_classes == 3
         built[name] = type(model).__name__
@@ -119,10 +128,10 @@ def test_template_runs_a_forward_pass_at_its_input_size(name):
     import tensorflow as tf
     from object_detection.builders import model_builder
 
-    configs = pipeline.load_configs(pipeline.resolve_template(name))
-    pipeline.set_num_classes(configs, 3)
+    configs = templates.load_configs(templates.resolve_template(name))
+    patch.set_num_classes(configs, 3)
     model = model_builder.build(configs["model"], is_training=False)
-    height, width = pipeline.image_size(configs)
+    height, width = templates.image_size(configs)
     images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
     detections = model.postprocess(model.predict(images, shapes), shapes)
     assert detections["detection_boxes"].shape[0] == 1
@@ -134,19 +143,19 @@ def test_patch_writes_config_and_diff(tmp_path, inputs):
     label_map, train, val = inputs
     out = _patch(tmp_path, inputs, num_steps=300, image_size=128,
                  overrides={"train_config.max_number_of_boxes": "7"})
-    configs = pipeline.load_configs(out)
+    configs = templates.load_configs(out)
     assert configs["model"].ssd.num_classes == 2
     assert configs["train_config"].batch_size == 4
     assert configs["train_config"].num_steps == 300
     cosine = _cosine(configs)
     assert cosine.total_steps == 300 and 0 < cosine.warmup_steps < 300
     assert cosine.learning_rate_base == pytest.approx(0.007)  # no --scale-lr: unchanged
-    assert pipeline.image_size(configs) == (128, 128)
+    assert templates.image_size(configs) == (128, 128)
     assert configs["train_config"].max_number_of_boxes == 7
     # repeated input paths are replaced, not appended to
     assert list(configs["train_input_config"].tf_record_input_reader.input_path) == \
         [str(train.resolve())]
-    assert pipeline.check_pipeline(out) == []
+    assert validate.check_pipeline(out) == []
     diff = (tmp_path / "p.config.diff").read_text()
     assert "-  batch_size: 8\n" in diff and "+  batch_size: 4\n" in diff
     assert "+    total_steps: 300\n" in diff.replace("      ", "")  # indentation aside
@@ -155,7 +164,7 @@ def test_patch_writes_config_and_diff(tmp_path, inputs):
 
 def test_scale_lr_scales_every_rate_of_each_schedule(tmp_path, inputs):
     out = _patch(tmp_path, inputs, batch_size=16, scale_lr=True)
-    cosine = _cosine(pipeline.load_configs(out))
+    cosine = _cosine(templates.load_configs(out))
     assert cosine.learning_rate_base == pytest.approx(0.014)
     assert cosine.warmup_learning_rate == pytest.approx(0.0014)
 
@@ -164,9 +173,9 @@ def test_scale_lr_scales_every_rate_of_each_schedule(tmp_path, inputs):
         lr.manual_step_learning_rate.initial_learning_rate = 0.01
         lr.manual_step_learning_rate.schedule.add(step=1000, learning_rate=0.001)
     source = _edit(_patch(tmp_path, inputs, name="manual.config", batch_size=8), manual)
-    out = pipeline.patch_pipeline(source, tmp_path / "m2.config", batch_size=2, scale_lr=True,
+    out = patch.patch_pipeline(source, tmp_path / "m2.config", batch_size=2, scale_lr=True,
                                   num_steps=1000)
-    lr = pipeline.load_configs(out)["train_config"].optimizer.adam_optimizer.learning_rate \
+    lr = templates.load_configs(out)["train_config"].optimizer.adam_optimizer.learning_rate \
         .manual_step_learning_rate
     assert lr.initial_learning_rate == pytest.approx(0.0025)
     assert lr.schedule[0].learning_rate == pytest.approx(0.00025)
@@ -177,8 +186,8 @@ def test_scale_lr_scales_every_rate_of_each_schedule(tmp_path, inputs):
         lr.exponential_decay_learning_rate.initial_learning_rate = 0.01
         lr.exponential_decay_learning_rate.min_learning_rate = 0.001
     source = _edit(_patch(tmp_path, inputs, name="exp.config", batch_size=8), exponential)
-    out = pipeline.patch_pipeline(source, tmp_path / "e2.config", batch_size=32, scale_lr=True)
-    lr = pipeline.load_configs(out)["train_config"].optimizer.adam_optimizer.learning_rate \
+    out = patch.patch_pipeline(source, tmp_path / "e2.config", batch_size=32, scale_lr=True)
+    lr = templates.load_configs(out)["train_config"].optimizer.adam_optimizer.learning_rate \
         .exponential_decay_learning_rate
     assert lr.initial_learning_rate == pytest.approx(0.04)
     assert lr.min_learning_rate == pytest.approx(0.004)
@@ -188,7 +197,7 @@ def test_augment_replaces_the_template_list(tmp_path, inputs):
     out = _patch(tmp_path, inputs, augment="random_horizontal_flip,ssd_random_crop,"
                  "random_adjust_brightness:max_delta=0.2,"
                  "random_absolute_pad_image:pad_color=0.5:pad_color=0.5:pad_color=0.5")
-    steps = pipeline.load_configs(out)["train_config"].data_augmentation_options
+    steps = templates.load_configs(out)["train_config"].data_augmentation_options
     assert [s.WhichOneof("preprocessing_step") for s in steps] == [
         "random_horizontal_flip", "ssd_random_crop", "random_adjust_brightness",
         "random_absolute_pad_image"]
@@ -206,19 +215,19 @@ def test_augment_bad_names_suggest(tmp_path, inputs):
     with pytest.raises(ConfigError, match="random_adjust_brightness has no option 'max_delt'.*"
                                           "did you mean max_delta"):
         _patch(tmp_path, inputs, augment="random_adjust_brightness:max_delt=0.2")
-    assert "random_jpeg_quality" in pipeline.augmentation_names()  # from the descriptors
+    assert "random_jpeg_quality" in options.augmentation_names()  # from the descriptors
     assert not (tmp_path / "p.config").exists()
 
 
 def test_quantize_writes_graph_rewriter_and_says_it_is_not_applied(tmp_path, inputs, caplog):
-    with caplog.at_level(logging.WARNING, logger="tfod.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="tfod.config"):
         out = _patch(tmp_path, inputs, quantize="delay=1800,weight_bits=8,activation_bits=8")
     assert "does not apply it" in caplog.text and "tflite_int8" in caplog.text
-    quantization = pipeline.load_configs(out)["graph_rewriter_config"].quantization
+    quantization = templates.load_configs(out)["graph_rewriter_config"].quantization
     assert (quantization.delay, quantization.weight_bits, quantization.activation_bits) == \
         (1800, 8, 8)
     assert "graph_rewriter" in out.read_text()
-    warnings = pipeline.check_pipeline(out)
+    warnings = validate.check_pipeline(out)
     assert len(warnings) == 1 and "tflite_int8" in warnings[0]
     with pytest.raises(ConfigError, match="did you mean weight_bits"):
         _patch(tmp_path, inputs, quantize="wieght_bits=8")
@@ -236,18 +245,18 @@ def test_fine_tune_checkpoint_type_from_its_variables(tmp_path, inputs, tiny_run
     import tensorflow as tf
 
     detection = tf.train.latest_checkpoint(str(tiny_run["run_dir"]))
-    assert pipeline.checkpoint_type(detection) == "detection"
+    assert patch.checkpoint_type(detection) == "detection"
     classification = _classification_checkpoint(tmp_path / "backbone" / "ckpt-1")
-    assert pipeline.checkpoint_type(classification) == "classification"
+    assert patch.checkpoint_type(classification) == "classification"
 
     out = _patch(tmp_path, inputs, fine_tune_checkpoint=tiny_run["run_dir"])  # a folder
-    train_config = pipeline.load_configs(out)["train_config"]
+    train_config = templates.load_configs(out)["train_config"]
     assert train_config.fine_tune_checkpoint == detection
     assert train_config.fine_tune_checkpoint_type == "detection"
     out = _patch(tmp_path, inputs, name="c.config", fine_tune_checkpoint=classification)
-    assert pipeline.load_configs(out)["train_config"].fine_tune_checkpoint_type == \
+    assert templates.load_configs(out)["train_config"].fine_tune_checkpoint_type == \
         "classification"
-    pipeline.check_pipeline(out)
+    validate.check_pipeline(out)
 
     # finding: the type does not match the checkpoint's variables
     _edit(out, lambda c: setattr(c["train_config"], "fine_tune_checkpoint_type", "detection"))
@@ -258,7 +267,7 @@ def test_fine_tune_checkpoint_type_from_its_variables(tmp_path, inputs, tiny_run
 # --- findings, one config each ---------------------------------------------------------------
 
 def test_finding_placeholders_left():
-    error = _fails(pipeline.resolve_template("ssd_mobilenet_v2_fpnlite_320"),
+    error = _fails(templates.resolve_template("ssd_mobilenet_v2_fpnlite_320"),
                    "PATH_TO_BE_CONFIGURED", "train_input_reader.label_map_path",
                    "train_config.fine_tune_checkpoint", "tfod config")
     assert len(error.findings) == 5
@@ -281,6 +290,37 @@ def test_finding_paths_missing(tmp_path, inputs):
            "tfod zoo download")
     _edit(out, lambda c: setattr(c["train_config"], "fine_tune_checkpoint", str(tmp_path)))
     _fails(out, "is a folder", "checkpoint prefix")
+
+
+def test_eval_and_export_checks_skip_what_only_training_reads(tmp_path, inputs):
+    """Scope eval/export: a missing fine-tune checkpoint, missing training records, a
+    placeholder left in a training-only field, a schedule that does not fit and a batch
+    larger than the training set are training's problems only; the eval records, the label
+    map, num_classes and the input size are checked for every stage."""
+    out = _edit(_patch(tmp_path, inputs, batch_size=8), lambda c: (
+        setattr(c["train_config"], "fine_tune_checkpoint", str(tmp_path / "ckpt-9")),
+        setattr(c["train_config"], "num_steps", 123)))
+    inputs[1].unlink()  # the training records
+    configs = templates.load_configs(out)
+    with pytest.raises(ConfigError) as info:
+        validate.check_configs(configs, out, scope="train")
+    text = str(info.value)
+    assert "fine_tune_checkpoint" in text and "train_input_reader" in text and \
+        "total_steps" in text
+    for scope in ("eval", "export"):
+        assert validate.check_configs(configs, out, scope=scope) == []
+    configs["train_input_config"].tf_record_input_reader.input_path[:] = [
+        templates.PLACEHOLDER]
+    assert validate.check_configs(configs, out, scope="eval") == []
+    configs["eval_input_configs"][0].label_map_path = str(tmp_path / "gone.pbtxt")
+    with pytest.raises(ConfigError, match="eval_input_reader.label_map_path"):
+        validate.check_configs(configs, out, scope="eval")
+    configs["eval_input_configs"][0].label_map_path = str(inputs[0])
+    patch.set_num_classes(configs, 5)
+    with pytest.raises(ConfigError, match="num_classes is 5"):
+        validate.check_configs(configs, out, scope="export")
+    with pytest.raises(ValueError, match="scope 'predict'"):
+        validate.find_problems(out, scope="predict")
 
 
 def test_finding_num_classes_differs_from_label_map(tmp_path, inputs):
@@ -316,7 +356,7 @@ def test_finding_input_size_incompatible_with_fpn(tmp_path, inputs, template, ed
 
 def test_input_size_without_fpn_is_free(tmp_path, inputs):
     out = _patch(tmp_path, inputs, template="ssd_mobilenet_v2_320", image_size=300)
-    assert pipeline.find_problems(out) == []
+    assert validate.find_problems(out) == []
 
 
 def test_finding_schedule_inconsistent_with_num_steps(tmp_path, inputs):
@@ -341,7 +381,7 @@ def test_finding_batch_larger_than_training_set(tmp_path, inputs):
     out = _patch(tmp_path, inputs, batch_size=8)  # 5 records, by the fixture's manifest
     _fails(out, "train_config.batch_size", "batch_size 8 is larger than the training set "
            "(5 records, by manifest.json)", "--batch-size 5 or less")
-    pipeline.check_pipeline(_patch(tmp_path, inputs, name="five.config", batch_size=5))
+    validate.check_pipeline(_patch(tmp_path, inputs, name="five.config", batch_size=5))
     # the manifest's count is used, not the records in the files
     _write_manifest(tmp_path, {"train": 3, "val": 2})
     out = _patch(tmp_path, inputs, name="m.config", batch_size=4)
@@ -379,12 +419,12 @@ def test_several_findings_listed_together(tmp_path, inputs):
 
 
 def test_check_exportable_tflite_needs_ssd_or_center_net():
-    frcnn = pipeline.load_configs(pipeline.resolve_template("faster_rcnn_resnet50_v1_640"))
+    frcnn = templates.load_configs(templates.resolve_template("faster_rcnn_resnet50_v1_640"))
     with pytest.raises(ConfigError, match="cannot export a faster_rcnn model to tflite.*"
                                           "export saved_model only"):
-        pipeline.check_exportable(frcnn, "tflite")
-    pipeline.check_exportable(frcnn, "saved_model")
-    pipeline.check_exportable(pipeline.resolve_template("centernet_mobilenetv2_fpn_512"),
+        validate.check_exportable(frcnn, "tflite")
+    validate.check_exportable(frcnn, "saved_model")
+    validate.check_exportable(templates.resolve_template("centernet_mobilenetv2_fpn_512"),
                               "tflite_int8")
 
 
@@ -399,14 +439,14 @@ def test_cli_config_template_with_explicit_inputs_writes_valid_config_and_diff(
                  "4", "--scale-lr", "--augment", "random_horizontal_flip,random_adjust_hue",
                  "--out", str(out)])
     assert code == 0
-    configs = pipeline.load_configs(out)
+    configs = templates.load_configs(out)
     assert configs["model"].ssd.num_classes == 2
     lr = configs["train_config"].optimizer.momentum_optimizer.learning_rate \
         .cosine_decay_learning_rate
     assert lr.learning_rate_base == pytest.approx(0.02 * 4 / 16)
     assert len(configs["train_config"].data_augmentation_options) == 2
     assert (tmp_path / "run" / "pipeline.config.diff").read_text().startswith("---")
-    assert pipeline.check_pipeline(out) == []
+    assert validate.check_pipeline(out) == []
     assert main(["config", "--check", str(out)]) == 0
 
 
@@ -426,7 +466,7 @@ def test_set_unknown_key_suggests(tmp_path, inputs):
 
 def test_patch_for_dataset_needs_manifest(tmp_path):
     with pytest.raises(ConfigError, match="run `tfod prepare` first"):
-        pipeline.patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", tmp_path / "p.config",
+        patch.patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", tmp_path / "p.config",
                                             data_dir=tmp_path)
 
 
@@ -448,9 +488,9 @@ def _train_config(kind=None, **fields):
 
 
 def test_parse_value_types():
-    assert [pipeline._parse_value(t) for t in ("true", "False", "3", "-2", "2.5", "1e3", "abc",
+    assert [options._parse_value(t) for t in ("true", "False", "3", "-2", "2.5", "1e3", "abc",
                                                 "")] == [True, False, 3, -2, 2.5, 1000.0, "abc", ""]
-    assert type(pipeline._parse_value("3")) is int
+    assert type(options._parse_value("3")) is int
 
 
 def test_set_steps_rescales_each_schedule_kind():
@@ -458,81 +498,81 @@ def test_set_steps_rescales_each_schedule_kind():
     manual: boundaries scale and stay in 1..num_steps; exponential: decay and burn-in."""
     configs = {"train_config": _train_config("cosine_decay_learning_rate", total_steps=1000,
                                              warmup_steps=100, hold_base_rate_steps=200)}
-    pipeline._set_steps(configs, 500)
-    lr = pipeline._schedule(configs["train_config"])[2]
+    schedule.set_steps(configs, 500)
+    lr = schedule.lr_schedule(configs["train_config"])[2]
     assert (configs["train_config"].num_steps, lr.total_steps, lr.warmup_steps,
             lr.hold_base_rate_steps) == (500, 500, 50, 100)
-    pipeline._set_steps(configs, 10)   # 50 * 10/500 = 1
+    schedule.set_steps(configs, 10)   # 50 * 10/500 = 1
     assert (lr.total_steps, lr.warmup_steps, lr.hold_base_rate_steps) == (10, 1, 2)
-    pipeline._set_steps(configs, 3)    # warmup at least 1, hold at most steps - warmup
+    schedule.set_steps(configs, 3)    # warmup at least 1, hold at most steps - warmup
     assert (lr.warmup_steps, lr.hold_base_rate_steps) == (1, 1)
-    pipeline._set_steps(configs, 1)
+    schedule.set_steps(configs, 1)
     assert (lr.total_steps, lr.warmup_steps, lr.hold_base_rate_steps) == (1, 0, 0)
     configs = {"train_config": _train_config("cosine_decay_learning_rate", total_steps=0,
                                              warmup_steps=300)}
-    pipeline._set_steps(configs, 400)  # total_steps 0: scaled from num_steps 1000
-    lr = pipeline._schedule(configs["train_config"])[2]
+    schedule.set_steps(configs, 400)  # total_steps 0: scaled from num_steps 1000
+    lr = schedule.lr_schedule(configs["train_config"])[2]
     assert (lr.total_steps, lr.warmup_steps, lr.hold_base_rate_steps) == (400, 120, 0)
-    pipeline._set_steps(configs, 100)  # 120 * 100/400
+    schedule.set_steps(configs, 100)  # 120 * 100/400
     assert lr.warmup_steps == 30
     configs = {"train_config": _train_config("cosine_decay_learning_rate", total_steps=100,
                                              warmup_steps=90)}
-    pipeline._set_steps(configs, 100)
-    assert pipeline._schedule(configs["train_config"])[2].warmup_steps == 50  # half at most
+    schedule.set_steps(configs, 100)
+    assert schedule.lr_schedule(configs["train_config"])[2].warmup_steps == 50  # half at most
 
     configs = {"train_config": _train_config("manual_step_learning_rate",
                                              schedule=[(1, 0.1), (500, 0.01), (999, 0.001)])}
-    pipeline._set_steps(configs, 100)
-    assert [s.step for s in pipeline._schedule(configs["train_config"])[2].schedule] == \
+    schedule.set_steps(configs, 100)
+    assert [s.step for s in schedule.lr_schedule(configs["train_config"])[2].schedule] == \
         [1, 50, 99]
     configs["train_config"].num_steps = 0  # unset: taken as the new count (scale 1)
-    pipeline._set_steps(configs, 100)
-    assert [s.step for s in pipeline._schedule(configs["train_config"])[2].schedule] == \
+    schedule.set_steps(configs, 100)
+    assert [s.step for s in schedule.lr_schedule(configs["train_config"])[2].schedule] == \
         [1, 50, 99]
 
     configs = {"train_config": _train_config("exponential_decay_learning_rate",
                                              decay_steps=300, burnin_steps=400)}
-    pipeline._set_steps(configs, 100)
-    lr = pipeline._schedule(configs["train_config"])[2]
+    schedule.set_steps(configs, 100)
+    lr = schedule.lr_schedule(configs["train_config"])[2]
     assert (lr.decay_steps, lr.burnin_steps) == (30, 40)
-    pipeline._set_steps(configs, 20)
+    schedule.set_steps(configs, 20)
     assert (lr.decay_steps, lr.burnin_steps) == (6, 8)
-    pipeline._set_steps(configs, 2)
+    schedule.set_steps(configs, 2)
     assert (lr.decay_steps, lr.burnin_steps) == (1, 1)
     configs = {"train_config": _train_config("exponential_decay_learning_rate",
                                              decay_steps=300)}
-    pipeline._set_steps(configs, 100)
-    assert pipeline._schedule(configs["train_config"])[2].burnin_steps == 0  # stays unset
+    schedule.set_steps(configs, 100)
+    assert schedule.lr_schedule(configs["train_config"])[2].burnin_steps == 0  # stays unset
     configs = {"train_config": _train_config("constant_learning_rate", learning_rate=0.1)}
-    pipeline._set_steps(configs, 7)
+    schedule.set_steps(configs, 7)
     assert configs["train_config"].num_steps == 7
-    assert pipeline._schedule(_train_config()) == ("", "", None)
+    assert schedule.lr_schedule(_train_config()) == ("", "", None)
 
 
 def test_scale_learning_rate_multiplies_every_rate():
     configs = {"train_config": _train_config("cosine_decay_learning_rate",
                                              learning_rate_base=0.1, warmup_learning_rate=0.01)}
-    pipeline._scale_learning_rate(configs, 2.0)
-    lr = pipeline._schedule(configs["train_config"])[2]
+    schedule.scale_learning_rate(configs, 2.0)
+    lr = schedule.lr_schedule(configs["train_config"])[2]
     assert (lr.learning_rate_base, lr.warmup_learning_rate) == pytest.approx((0.2, 0.02))
     configs = {"train_config": _train_config("exponential_decay_learning_rate",
                                              initial_learning_rate=0.1, burnin_learning_rate=0.2,
                                              min_learning_rate=0.3)}
-    pipeline._scale_learning_rate(configs, 0.5)
-    lr = pipeline._schedule(configs["train_config"])[2]
+    schedule.scale_learning_rate(configs, 0.5)
+    lr = schedule.lr_schedule(configs["train_config"])[2]
     assert (lr.initial_learning_rate, lr.burnin_learning_rate, lr.min_learning_rate) == \
         pytest.approx((0.05, 0.1, 0.15))
     configs = {"train_config": _train_config("constant_learning_rate", learning_rate=0.1)}
-    pipeline._scale_learning_rate(configs, 3.0)
-    assert pipeline._schedule(configs["train_config"])[2].learning_rate == pytest.approx(0.3)
+    schedule.scale_learning_rate(configs, 3.0)
+    assert schedule.lr_schedule(configs["train_config"])[2].learning_rate == pytest.approx(0.3)
     configs = {"train_config": _train_config("manual_step_learning_rate",
                                              initial_learning_rate=0.1,
                                              schedule=[(10, 0.01), (20, 0.001)])}
-    pipeline._scale_learning_rate(configs, 10.0)
-    lr = pipeline._schedule(configs["train_config"])[2]
+    schedule.scale_learning_rate(configs, 10.0)
+    lr = schedule.lr_schedule(configs["train_config"])[2]
     assert lr.initial_learning_rate == pytest.approx(1.0)
     assert [s.learning_rate for s in lr.schedule] == pytest.approx([0.1, 0.01])
-    pipeline._scale_learning_rate({"train_config": _train_config()}, 2.0)  # no optimizer: no-op
+    schedule.scale_learning_rate({"train_config": _train_config()}, 2.0)  # no optimizer: no-op
 
 
 def _model(arch="ssd", resizer=None):
@@ -549,69 +589,69 @@ def _model(arch="ssd", resizer=None):
 
 def test_set_image_size_on_each_resizer():
     configs = _model(resizer="fixed_shape_resizer")
-    pipeline._set_image_size(configs, (96, 160))
+    patch._set_image_size(configs, (96, 160))
     fixed = configs["model"].ssd.image_resizer.fixed_shape_resizer
     assert (fixed.height, fixed.width) == (96, 160)
-    pipeline._set_image_size(configs, 128)
+    patch._set_image_size(configs, 128)
     assert (fixed.height, fixed.width) == (128, 128)
     configs = _model("faster_rcnn", "keep_aspect_ratio_resizer")
-    pipeline._set_image_size(configs, (600, 400))
+    patch._set_image_size(configs, (600, 400))
     keep = configs["model"].faster_rcnn.image_resizer.keep_aspect_ratio_resizer
     assert (keep.min_dimension, keep.max_dimension) == (400, 600)
-    pipeline._set_image_size(configs, (300, 500))
+    patch._set_image_size(configs, (300, 500))
     assert (keep.min_dimension, keep.max_dimension) == (300, 500)
     with pytest.raises(ConfigError, match="cannot set the image size of a identity_resizer"):
-        pipeline._set_image_size(_model(resizer="identity_resizer"), 64)
+        patch._set_image_size(_model(resizer="identity_resizer"), 64)
 
 
 def test_assign_casts_to_the_field_type():
     from object_detection.protos import preprocessor_pb2, train_pb2
 
     config = train_pb2.TrainConfig()
-    pipeline._assign(config, "batch_size", "3.0", "w")       # int field from a float text
-    pipeline._assign(config, "num_steps", True, "w")         # bool is refused by protobuf 7
-    pipeline._assign(config, "fine_tune_checkpoint", 12, "w")  # string field
-    pipeline._assign(config, "gradient_clipping_by_norm", "2", "w")  # float field
-    pipeline._assign(config, "use_bfloat16", "true", "w")
-    pipeline._assign(config, "fine_tune_checkpoint_version", "V2", "w")  # enum by name
-    pipeline._assign(config, "freeze_variables", "a", "w")   # repeated: appended
-    pipeline._assign(config, "freeze_variables", "b", "w")
+    options._assign(config, "batch_size", "3.0", "w")       # int field from a float text
+    options._assign(config, "num_steps", True, "w")         # bool is refused by protobuf 7
+    options._assign(config, "fine_tune_checkpoint", 12, "w")  # string field
+    options._assign(config, "gradient_clipping_by_norm", "2", "w")  # float field
+    options._assign(config, "use_bfloat16", "true", "w")
+    options._assign(config, "fine_tune_checkpoint_version", "V2", "w")  # enum by name
+    options._assign(config, "freeze_variables", "a", "w")   # repeated: appended
+    options._assign(config, "freeze_variables", "b", "w")
     assert (config.batch_size, config.num_steps, config.fine_tune_checkpoint,
             config.gradient_clipping_by_norm, config.use_bfloat16,
             config.fine_tune_checkpoint_version, list(config.freeze_variables)) == \
         (3, 1, "12", 2.0, True, 2, ["a", "b"])
     assert isinstance(config.gradient_clipping_by_norm, float)
     with pytest.raises(ConfigError, match="'optimizer' is a message, not a value") as info:
-        pipeline._assign(config, "optimizer", "1", "--set x")
+        options._assign(config, "optimizer", "1", "--set x")
     assert str(info.value).startswith("--set x:")
     with pytest.raises(ConfigError, match="fine_tune_checkpoint_version has no value 'V3'.*"
                                           "use one of UNKNOWN, V1, V2"):
-        pipeline._assign(config, "fine_tune_checkpoint_version", "V3", "w")
+        options._assign(config, "fine_tune_checkpoint_version", "V3", "w")
     with pytest.raises(ConfigError, match=r"bad value 'many' for batch_size \("):
-        pipeline._assign(config, "batch_size", "many", "w")
+        options._assign(config, "batch_size", "many", "w")
     with pytest.raises(ConfigError, match="bad value 'x' for gradient_clipping_by_norm"):
-        pipeline._assign(config, "gradient_clipping_by_norm", "x", "w")
+        options._assign(config, "gradient_clipping_by_norm", "x", "w")
     flip = preprocessor_pb2.RandomHorizontalFlip()
-    pipeline._assign(flip, "probability", 1, "w")
+    options._assign(flip, "probability", 1, "w")
     assert flip.probability == 1.0
 
 
 def test_unknown_field_suggests_or_lists():
     from object_detection.protos import preprocessor_pb2
 
-    error = pipeline._unknown_field(preprocessor_pb2.RandomAdjustBrightness(), "max_delt", "w",
+    error = options._unknown_field(preprocessor_pb2.RandomAdjustBrightness(), "max_delt", "w",
                                     "brightness has no option")
     assert str(error) == "w: brightness has no option 'max_delt'; did you mean max_delta?"
-    error = pipeline._unknown_field(preprocessor_pb2.RandomAdjustBrightness(), "zzz", "w", "x")
+    error = options._unknown_field(preprocessor_pb2.RandomAdjustBrightness(), "zzz", "w", "x")
     assert str(error) == "w: x 'zzz'; valid: max_delta"
-    error = pipeline._unknown_field(preprocessor_pb2.RandomRGBtoGray(), "zzz", "w", "x")
+    error = options._unknown_field(preprocessor_pb2.RandomRGBtoGray(), "zzz", "w", "x")
     assert str(error).endswith("valid: probability")
-    error = pipeline._unknown_field(preprocessor_pb2.RandomVerticalFlip(), "zzz", "w", "x")
+    error = options._unknown_field(preprocessor_pb2.RandomVerticalFlip(), "zzz", "w", "x")
     assert str(error).endswith("valid: keypoint_flip_permutation, probability")
 
 
 def test_parse_augment_steps_and_options():
-    steps = pipeline.parse_augment([" random_horizontal_flip ", "",
+    steps = options.parse_augment([" random_horizontal_flip ", "",
                                     "random_adjust_brightness: max_delta = 0.25 ",
                                     "random_horizontal_flip:keypoint_flip_permutation=1:"
                                     "keypoint_flip_permutation=0"])
@@ -620,43 +660,43 @@ def test_parse_augment_steps_and_options():
     assert steps[0].HasField("random_horizontal_flip")
     assert steps[1].random_adjust_brightness.max_delta == 0.25
     assert list(steps[2].random_horizontal_flip.keypoint_flip_permutation) == [1, 0]
-    assert pipeline.parse_augment("random_horizontal_flip,,") == steps[:1]
-    assert pipeline.parse_augment("") == []
+    assert options.parse_augment("random_horizontal_flip,,") == steps[:1]
+    assert options.parse_augment("") == []
     with pytest.raises(ConfigError, match="option 'max_delta' of random_adjust_brightness has "
                                           "no value.*write random_adjust_brightness:KEY=VALUE"):
-        pipeline.parse_augment("random_adjust_brightness:max_delta")
-    with pytest.raises(ConfigError, match=r"unknown augmentation 'zzzz'; see `tfod\.pipeline"):
-        pipeline.parse_augment("zzzz")
+        options.parse_augment("random_adjust_brightness:max_delta")
+    with pytest.raises(ConfigError, match=r"unknown augmentation 'zzzz'; see `tfod\.config"):
+        options.parse_augment("zzzz")
     with pytest.raises(ConfigError, match="did you mean ssd_random_crop"):
-        pipeline.parse_augment("ssd_random_crp")
-    names = pipeline.augmentation_names()
+        options.parse_augment("ssd_random_crp")
+    names = options.augmentation_names()
     assert names == sorted(names) and len(names) > 30 and "random_horizontal_flip" in names
 
 
 def test_parse_quantize_text_dict_and_defaults():
-    rewriter = pipeline.parse_quantize(" delay = 10 , weight_bits=4,")
+    rewriter = options.parse_quantize(" delay = 10 , weight_bits=4,")
     q = rewriter.quantization
     assert (q.delay, q.weight_bits, q.activation_bits) == (10, 4, 8)
     assert rewriter.HasField("quantization")
-    assert pipeline.parse_quantize({"activation_bits": 4}).quantization.activation_bits == 4
-    default = pipeline.parse_quantize(None)
+    assert options.parse_quantize({"activation_bits": 4}).quantization.activation_bits == 4
+    default = options.parse_quantize(None)
     from google.protobuf import text_format
     text = text_format.MessageToString(default)
     assert "delay: 500000" in text and "weight_bits: 8" in text and "activation_bits: 8" in text
     with pytest.raises(ConfigError, match="quantization option 'delay' has no value") as info:
-        pipeline.parse_quantize("weight_bits=8,delay")
+        options.parse_quantize("weight_bits=8,delay")
     assert str(info.value).startswith("--quantize:")
     with pytest.raises(ConfigError, match="quantization has no option 'bits'"):
-        pipeline.parse_quantize({"bits": 8})
+        options.parse_quantize({"bits": 8})
 
 
 def test_set_num_classes_of_each_architecture():
     for arch in ("ssd", "faster_rcnn", "center_net"):
         configs = _model(arch)
-        pipeline.set_num_classes(configs, 7)
+        patch.set_num_classes(configs, 7)
         assert getattr(configs["model"], arch).num_classes == 7
     with pytest.raises(ConfigError, match="experimental_model has no num_classes") as info:
-        pipeline.set_num_classes(_model("experimental_model"), 3)
+        patch.set_num_classes(_model("experimental_model"), 3)
     assert str(info.value).startswith("model.experimental_model:")
 
 
@@ -667,24 +707,24 @@ def test_dotted_overrides_walk_messages_and_replace_repeated():
                "train_input_config": input_reader_pb2.InputReader()}
     reader = configs["train_input_config"].tf_record_input_reader
     reader.input_path.extend(["old1", "old2"])
-    pipeline._set_dotted(configs, "train_input_config.tf_record_input_reader.input_path", "new")
+    options.set_dotted(configs, "train_input_config.tf_record_input_reader.input_path", "new")
     assert list(reader.input_path) == ["new"]
-    pipeline._set_dotted(configs, "model.ssd.num_classes", "5")
-    pipeline._set_dotted(configs, "train_config.batch_size", 12)
+    options.set_dotted(configs, "model.ssd.num_classes", "5")
+    options.set_dotted(configs, "train_config.batch_size", 12)
     assert (configs["model"].ssd.num_classes, configs["train_config"].batch_size) == (5, 12)
     with pytest.raises(ConfigError, match=r"unknown key 'train_confg\.x'.*start with one of "
                                           r"train_config, model, train_input_config \(did you "
                                           r"mean train_config"):
-        pipeline._set_dotted(configs, "train_confg.x", "1")
+        options.set_dotted(configs, "train_confg.x", "1")
     with pytest.raises(ConfigError) as info:
-        pipeline._set_dotted(configs, "zzz", "1")
+        options.set_dotted(configs, "zzz", "1")
     assert "did you mean" not in str(info.value)
     with pytest.raises(ConfigError, match=r"unknown key 'model\.ssd\.num_clases': model\.ssd has "
                                           r"no field 'num_clases'.*did you mean num_classes"):
-        pipeline._set_dotted(configs, "model.ssd.num_clases", "1")
+        options.set_dotted(configs, "model.ssd.num_clases", "1")
     with pytest.raises(ConfigError, match=r"model has no field 'qqqqqq'.*fields: center_net, "
                                           r"experimental_model, faster_rcnn, ssd"):
-        pipeline._set_dotted(configs, "model.qqqqqq.x", "1")
+        options.set_dotted(configs, "model.qqqqqq.x", "1")
 
 
 def test_placeholder_fields_are_found_once_each_in_nested_and_repeated_fields():
@@ -698,7 +738,7 @@ def test_placeholder_fields_are_found_once_each_in_nested_and_repeated_fields():
     proto.eval_input_reader.add().label_map_path = "fine"
     proto.eval_input_reader.add().label_map_path = "PATH_TO_BE_CONFIGURED"
     proto.train_config.fine_tune_checkpoint = "ok"
-    assert pipeline._placeholder_fields(proto) == [
+    assert validate._placeholder_fields(proto) == [
         "train_input_reader.label_map_path",
         "train_input_reader.tf_record_input_reader.input_path",
         "eval_input_reader.label_map_path"]
@@ -707,31 +747,31 @@ def test_placeholder_fields_are_found_once_each_in_nested_and_repeated_fields():
 def test_required_multiple_and_nearest_sizes():
     configs = _model()
     extractor = configs["model"].ssd.feature_extractor
-    assert pipeline.required_multiple(configs) is None  # no FPN
+    assert validate.required_multiple(configs) is None  # no FPN
     extractor.fpn.max_level = 7
-    assert pipeline.required_multiple(configs) == (32, "the FPN top-down path adds the stride-32 "
+    assert validate.required_multiple(configs) == (32, "the FPN top-down path adds the stride-32 "
                                                    "map, upsampled x2, to the next finer one")
     extractor.fpn.max_level = 4
-    assert pipeline.required_multiple(configs)[0] == 16
+    assert validate.required_multiple(configs)[0] == 16
     extractor.pad_to_multiple = 32
-    assert pipeline.required_multiple(configs) is None  # pads itself to a multiple of 16
+    assert validate.required_multiple(configs) is None  # pads itself to a multiple of 16
     extractor.pad_to_multiple = 8
-    assert pipeline.required_multiple(configs)[0] == 16
+    assert validate.required_multiple(configs)[0] == 16
     extractor.use_explicit_padding = True
-    assert pipeline.required_multiple(configs) is None
+    assert validate.required_multiple(configs) is None
     configs = _model()
     configs["model"].ssd.feature_extractor.bifpn.max_level = 6
-    assert pipeline.required_multiple(configs) == (64, (
+    assert validate.required_multiple(configs) == (64, (
         "model.ssd.feature_extractor.bifpn.max_level is 6: the BiFPN upsamples its stride-2**6 "
         "map back level by level"))
     configs = _model("center_net")
     configs["model"].center_net.feature_extractor.type = "mobilenet_v2_fpn"
-    assert pipeline.required_multiple(configs) == (
+    assert validate.required_multiple(configs) == (
         32, "mobilenet_v2_fpn adds stride-32 features upsampled x2 to stride-16 ones")
     configs["model"].center_net.feature_extractor.type = "resnet_v2_50"
-    assert pipeline.required_multiple(configs) is None
-    assert pipeline.required_multiple(_model("faster_rcnn")) is None
-    assert [pipeline._nearest(s, 32) for s in (300, 320, 10, 33)] == \
+    assert validate.required_multiple(configs) is None
+    assert validate.required_multiple(_model("faster_rcnn")) is None
+    assert [validate._nearest(s, 32) for s in (300, 320, 10, 33)] == \
         ["288 or 320", "320 or 352", "32", "32 or 64"]
 
 
@@ -740,29 +780,29 @@ def test_size_findings_name_side_and_sizes():
     configs["model"].ssd.feature_extractor.fpn.max_level = 5
     fixed = configs["model"].ssd.image_resizer.fixed_shape_resizer
     fixed.height, fixed.width = 320, 300
-    (finding,) = pipeline._size_findings(configs)
+    (finding,) = validate._size_findings(configs)
     assert finding.where == "model.ssd.image_resizer.fixed_shape_resizer.width"
     assert finding.what.startswith("width 300 is not a multiple of 32 (")
     assert finding.fix == "use 288 or 320 (tfod config --image-size 320)"
     fixed.height = 100
-    assert [f.where.rsplit(".", 1)[1] for f in pipeline._size_findings(configs)] == \
+    assert [f.where.rsplit(".", 1)[1] for f in validate._size_findings(configs)] == \
         ["height", "width"]
     fixed.height, fixed.width = 64, 96
-    assert pipeline._size_findings(configs) == []
+    assert validate._size_findings(configs) == []
     configs = _model(resizer="keep_aspect_ratio_resizer")
     configs["model"].ssd.feature_extractor.fpn.max_level = 5
     keep = configs["model"].ssd.image_resizer.keep_aspect_ratio_resizer
     keep.max_dimension, keep.pad_to_max_dimension = 330, True
-    (finding,) = pipeline._size_findings(configs)
+    (finding,) = validate._size_findings(configs)
     assert (finding.what, finding.where, finding.fix) == (
         "max_dimension 330 is not a multiple of 32 (the FPN top-down path adds the stride-32 "
         "map, upsampled x2, to the next finer one)",
         "model.ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension",
         "use 320 or 352 (tfod config --image-size N)")
     keep.max_dimension = 320
-    assert pipeline._size_findings(configs) == []
+    assert validate._size_findings(configs) == []
     keep.pad_to_max_dimension = False
-    (finding,) = pipeline._size_findings(configs)
+    (finding,) = validate._size_findings(configs)
     assert finding.where.endswith(".pad_to_max_dimension") and finding.error
     assert "multiple of 32" in finding.fix
 
@@ -771,7 +811,7 @@ def test_schedule_findings_each_message():
     def findings(kind, steps=1000, **fields):
         train_config = _train_config(kind, **fields)
         train_config.num_steps = steps
-        return pipeline._schedule_findings({"train_config": train_config})
+        return validate._schedule_findings({"train_config": train_config})
 
     where = "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate"
     (f,) = findings("cosine_decay_learning_rate", total_steps=500, warmup_steps=0,
@@ -817,37 +857,37 @@ def test_on_tpu_from_any_of_its_variables(monkeypatch):
     import glob as globmodule
     if globmodule.glob("/dev/accel[0-9]*"):
         pytest.skip("this machine has a TPU device")
-    assert pipeline._on_tpu() is False
+    assert validate._on_tpu() is False
     for name in names:
         monkeypatch.setenv(name, "x")
-        assert pipeline._on_tpu() is True
+        assert validate._on_tpu() is True
         monkeypatch.delenv(name)
 
 
 def test_finding_text_resolve_run_and_templates(tmp_path):
-    finding = pipeline.Finding("what", "where", "fix")
+    finding = validate.Finding("what", "where", "fix")
     assert (str(finding), finding.error) == ("where: what; fix", True)
-    assert pipeline.resolve_template(pipeline.PIPELINES_DIR / "ssd_mobilenet_v2_tiny.config") \
-        == pipeline.PIPELINES_DIR / "ssd_mobilenet_v2_tiny.config"
-    assert pipeline.resolve_template("ssd_mobilenet_v2_tiny") == \
-        pipeline.PIPELINES_DIR / "ssd_mobilenet_v2_tiny.config"
+    assert templates.resolve_template(templates.PIPELINES_DIR / "ssd_mobilenet_v2_tiny.config") \
+        == templates.PIPELINES_DIR / "ssd_mobilenet_v2_tiny.config"
+    assert templates.resolve_template("ssd_mobilenet_v2_tiny") == \
+        templates.PIPELINES_DIR / "ssd_mobilenet_v2_tiny.config"
     with pytest.raises(ConfigError) as info:
-        pipeline.resolve_template("qqqqqqqq")
+        templates.resolve_template("qqqqqqqq")
     assert "did you mean" not in str(info.value)
-    assert str(info.value).startswith(f"{pipeline.PIPELINES_DIR}: unknown template 'qqqqqqqq'")
+    assert str(info.value).startswith(f"{templates.PIPELINES_DIR}: unknown template 'qqqqqqqq'")
     assert "available: centernet_mobilenetv2_fpn_512, efficientdet_d0_512" in str(info.value)
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(ConfigError, match="no pipeline.config in the run folder"):
-        pipeline.resolve_run(run)
+        _resolve_run(run)
     from tfod.errors import TrainError
     with pytest.raises(TrainError, match="run folder or config not found"):
-        pipeline.resolve_run(tmp_path / "nope", error=TrainError)
+        _resolve_run(tmp_path / "nope", error=TrainError)
     (run / "pipeline.config").write_text("")
-    assert pipeline.resolve_run(run) == (run / "pipeline.config", run)
+    assert _resolve_run(run) == (run / "pipeline.config", run)
     other = tmp_path / "other.config"
     other.write_text("")
-    assert pipeline.resolve_run(other) == (other, tmp_path)
+    assert _resolve_run(other) == (other, tmp_path)
 
 
 def test_freeze_choices_and_the_variables_they_keep():
@@ -855,49 +895,49 @@ def test_freeze_choices_and_the_variables_they_keep():
 
     configs = {"model": _model()["model"], "train_config": _train_config()}
     configs["train_config"].freeze_variables.append("old")
-    pipeline.set_freeze(configs, "feature_extractor")
+    options.set_freeze(configs, "feature_extractor")
     assert list(configs["train_config"].update_trainable_variables) == ["BoxPredictor/"]
     assert list(configs["train_config"].freeze_variables) == []
-    pipeline.set_freeze(configs, "feature_extractor")  # replaced, not appended
+    options.set_freeze(configs, "feature_extractor")  # replaced, not appended
     assert list(configs["train_config"].update_trainable_variables) == ["BoxPredictor/"]
-    pipeline.set_freeze(configs, "none")
+    options.set_freeze(configs, "none")
     assert list(configs["train_config"].update_trainable_variables) == []
     with pytest.raises(ConfigError, match="unknown freeze choice 'feature_extracter'.*did you mean "
                                           "feature_extractor\\? use one of: feature_extractor, "
                                           "none"):
-        pipeline.set_freeze(configs, "feature_extracter")
+        options.set_freeze(configs, "feature_extracter")
     with pytest.raises(ConfigError) as info:
-        pipeline.set_freeze(configs, "qqq")
+        options.set_freeze(configs, "qqq")
     assert "did you mean" not in str(info.value)
     frcnn = {"model": _model("faster_rcnn")["model"], "train_config": _train_config()}
     with pytest.raises(ConfigError, match="defined for SSD models, not faster_rcnn"):
-        pipeline.set_freeze(frcnn, "feature_extractor")
-    pipeline.set_freeze(frcnn, "none")
+        options.set_freeze(frcnn, "feature_extractor")
+    options.set_freeze(frcnn, "none")
 
     variables = [SimpleNamespace(name=n) for n in (
         "BoxPredictor/kernel:0", "block_1/BoxPredictor/bias:0", "block_1/kernel:0",
         "WeightSharedConvolutionalBoxPredictor/x:0", "head/BoxPredictor:0")]
     config = _train_config()
-    assert pipeline.trainable_filter(variables, config) == variables
+    assert runtime.trainable_filter(variables, config) == variables
     config.update_trainable_variables.append("^BoxPredictor/")
     config.update_trainable_variables.append("Shared")
-    assert [v.name for v in pipeline.trainable_filter(variables, config)] == [
+    assert [v.name for v in runtime.trainable_filter(variables, config)] == [
         "BoxPredictor/kernel:0", "WeightSharedConvolutionalBoxPredictor/x:0"]
     config.freeze_variables.append("kernel$")
-    assert [v.name for v in pipeline.trainable_filter(variables, config)] == [
+    assert [v.name for v in runtime.trainable_filter(variables, config)] == [
         "WeightSharedConvolutionalBoxPredictor/x:0"]
     del config.update_trainable_variables[:]
     config.freeze_variables.append("BoxPredictor$")  # the name is searched without ":0"
-    assert [v.name for v in pipeline.trainable_filter(variables, config)] == [
+    assert [v.name for v in runtime.trainable_filter(variables, config)] == [
         "block_1/BoxPredictor/bias:0", "WeightSharedConvolutionalBoxPredictor/x:0"]
 
 
 def test_paths_resolved_except_remote_and_diff_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert pipeline._paths("a.tfrecord") == [str(tmp_path / "a.tfrecord")]
-    assert pipeline._paths(["gs://b/x", "s3://c/y", tmp_path / "z"]) == \
+    assert patch._paths("a.tfrecord") == [str(tmp_path / "a.tfrecord")]
+    assert patch._paths(["gs://b/x", "s3://c/y", tmp_path / "z"]) == \
         ["gs://b/x", "s3://c/y", str(tmp_path / "z")]
-    out = pipeline.write_diff("a\nb\n", "a\nc\n", tmp_path / "p.config", "tmpl.config")
+    out = patch.write_diff("a\nb\n", "a\nc\n", tmp_path / "p.config", "tmpl.config")
     assert out == tmp_path / "p.config.diff"
     assert out.read_text() == (f"--- tmpl.config\n+++ {tmp_path / 'p.config'}\n"
                                "@@ -1,2 +1,2 @@\n a\n-b\n+c\n")
@@ -907,15 +947,15 @@ def test_image_size_and_architecture_of_configs():
     configs = _model(resizer="fixed_shape_resizer")
     fixed = configs["model"].ssd.image_resizer.fixed_shape_resizer
     fixed.height, fixed.width = 96, 160
-    assert pipeline.image_size(configs) == (96, 160)
-    assert pipeline.meta_architecture(configs) == "ssd"
+    assert templates.image_size(configs) == (96, 160)
+    assert templates.meta_architecture(configs) == "ssd"
     configs = _model("faster_rcnn", "keep_aspect_ratio_resizer")
     keep = configs["model"].faster_rcnn.image_resizer.keep_aspect_ratio_resizer
     keep.min_dimension, keep.max_dimension, keep.pad_to_max_dimension = 300, 500, True
-    assert pipeline.image_size(configs) == (500, 500)
+    assert templates.image_size(configs) == (500, 500)
     keep.pad_to_max_dimension = False
-    assert pipeline.image_size(configs) == (640, 640)  # varying: the default guess
-    assert pipeline.meta_architecture(configs) == "faster_rcnn"
+    assert templates.image_size(configs) == (640, 640)  # varying: the default guess
+    assert templates.meta_architecture(configs) == "faster_rcnn"
 
 
 def _text(call, *args, **kwargs) -> str:
@@ -930,84 +970,84 @@ def test_error_texts_in_full(tmp_path):
     from object_detection.protos import train_pb2
 
     (tmp_path / "run").mkdir()
-    assert _text(pipeline.resolve_run, tmp_path / "run") == (
+    assert _text(_resolve_run, tmp_path / "run") == (
         f"{tmp_path / 'run'}: no pipeline.config in the run folder; pass a run folder made by "
         "`tfod train`, or a config file")
-    assert _text(pipeline.resolve_run, tmp_path / "nope") == (
+    assert _text(_resolve_run, tmp_path / "nope") == (
         f"{tmp_path / 'nope'}: run folder or config not found; pass runs/<name> or a "
         "pipeline.config")
     frcnn = {"model": _model("faster_rcnn")["model"], "train_config": _train_config()}
-    assert _text(pipeline.set_freeze, frcnn, "feature_extracter") == (
+    assert _text(options.set_freeze, frcnn, "feature_extracter") == (
         "--freeze: unknown freeze choice 'feature_extracter'; did you mean feature_extractor? "
         "use one of: feature_extractor, none")
-    assert _text(pipeline.set_freeze, frcnn, "qqq") == (
+    assert _text(options.set_freeze, frcnn, "qqq") == (
         "--freeze: unknown freeze choice 'qqq'; use one of: feature_extractor, none")
-    assert _text(pipeline.set_freeze, frcnn, "feature_extractor") == (
+    assert _text(options.set_freeze, frcnn, "feature_extractor") == (
         "model: --freeze feature_extractor is defined for SSD models, not faster_rcnn; list the "
         "variables to freeze yourself in train_config.freeze_variables (regexes of variable "
         "names)")
     config = train_pb2.TrainConfig()
-    assert _text(pipeline._assign, config, "optimizer", "1", "W") == (
+    assert _text(options._assign, config, "optimizer", "1", "W") == (
         "W: 'optimizer' is a message, not a value; set one of its fields, or edit this block "
         "in the config")
-    assert _text(pipeline._assign, config, "fine_tune_checkpoint_version", "V3", "W") == (
+    assert _text(options._assign, config, "fine_tune_checkpoint_version", "V3", "W") == (
         "W: fine_tune_checkpoint_version has no value 'V3'; use one of UNKNOWN, V1, V2")
-    assert _text(pipeline._assign, config, "batch_size", "many", "W") == (
+    assert _text(options._assign, config, "batch_size", "many", "W") == (
         "W: bad value 'many' for batch_size (invalid literal for int() with base 10: 'many'); "
         "give a value of the field's type")
-    assert _text(pipeline.parse_augment, "random_adjust_brightness:max_delta") == (
+    assert _text(options.parse_augment, "random_adjust_brightness:max_delta") == (
         "--augment: option 'max_delta' of random_adjust_brightness has no value; write "
         "random_adjust_brightness:KEY=VALUE")
-    assert _text(pipeline.parse_augment, "zzzz") == (
-        "--augment: unknown augmentation 'zzzz'; see `tfod.pipeline.augmentation_names()` for "
+    assert _text(options.parse_augment, "zzzz") == (
+        "--augment: unknown augmentation 'zzzz'; see `tfod.config.augmentation_names()` for "
         "all of them")
-    assert _text(pipeline.parse_augment, "ssd_random_crp") == (
+    assert _text(options.parse_augment, "ssd_random_crp") == (
         "--augment: unknown augmentation 'ssd_random_crp'; did you mean ssd_random_crop, "
-        "ssd_random_crop_pad, random_crop_image? see `tfod.pipeline.augmentation_names()` for "
+        "ssd_random_crop_pad, random_crop_image? see `tfod.config.augmentation_names()` for "
         "all of them")
-    assert _text(pipeline.parse_augment, "random_adjust_brightness:max_delt=1") == (
+    assert _text(options.parse_augment, "random_adjust_brightness:max_delt=1") == (
         "--augment: random_adjust_brightness has no option 'max_delt'; did you mean max_delta?")
-    assert _text(pipeline.parse_quantize, "weight_bits=8,delay") == (
+    assert _text(options.parse_quantize, "weight_bits=8,delay") == (
         "--quantize: quantization option 'delay' has no value; write "
         "delay=1800,weight_bits=8,activation_bits=8")
-    assert _text(pipeline.parse_quantize, {"bits": 8}) == (
+    assert _text(options.parse_quantize, {"bits": 8}) == (
         "--quantize: quantization has no option 'bits'; valid: activation_bits, delay, "
         "symmetric, weight_bits")
-    assert _text(pipeline.set_num_classes, _model("experimental_model"), 3) == (
+    assert _text(patch.set_num_classes, _model("experimental_model"), 3) == (
         "model.experimental_model: experimental_model has no num_classes; use a detection "
         "template")
-    assert _text(pipeline._set_image_size, _model(resizer="identity_resizer"), 64) == (
+    assert _text(patch._set_image_size, _model(resizer="identity_resizer"), 64) == (
         "model.image_resizer: cannot set the image size of a identity_resizer; edit the resizer "
         "in the config by hand")
     configs = {"train_config": _train_config(), "model": _model()["model"]}
-    assert _text(pipeline._set_dotted, configs, "train_confg.x", "1") == (
+    assert _text(options.set_dotted, configs, "train_confg.x", "1") == (
         "--set: unknown key 'train_confg.x'; start with one of train_config, model (did you "
         "mean train_config?)")
-    assert _text(pipeline._set_dotted, configs, "zzz", "1") == (
+    assert _text(options.set_dotted, configs, "zzz", "1") == (
         "--set: unknown key 'zzz'; start with one of train_config, model")
-    assert _text(pipeline._set_dotted, configs, "model.ssd.num_clases", "1") == (
+    assert _text(options.set_dotted, configs, "model.ssd.num_clases", "1") == (
         "--set: unknown key 'model.ssd.num_clases': model.ssd has no field 'num_clases'; did "
         "you mean num_classes?")
-    assert _text(pipeline._set_dotted, configs, "model.qqqqqq.x", "1") == (
+    assert _text(options.set_dotted, configs, "model.qqqqqq.x", "1") == (
         "--set: unknown key 'model.qqqqqq.x': model has no field 'qqqqqq'; fields: center_net, "
         "experimental_model, faster_rcnn, ssd")
-    assert _text(pipeline.check_exportable, frcnn, "tflite") == (
+    assert _text(validate.check_exportable, frcnn, "tflite") == (
         "model.faster_rcnn: the OD API cannot export a faster_rcnn model to tflite (TFLite "
         "needs one of ssd, center_net); use an SSD or CenterNet template, or export "
         "saved_model only")
-    names = ", ".join(pipeline.available_templates())
-    assert _text(pipeline.resolve_template, "ssd_mobilenet_v2_tiyn") == (
-        f"{pipeline.PIPELINES_DIR}: unknown template 'ssd_mobilenet_v2_tiyn'; did you mean "
+    names = ", ".join(templates.available_templates())
+    assert _text(templates.resolve_template, "ssd_mobilenet_v2_tiyn") == (
+        f"{templates.PIPELINES_DIR}: unknown template 'ssd_mobilenet_v2_tiyn'; did you mean "
         f"ssd_mobilenet_v2_tiny, ssd_mobilenet_v2_320, ssd_mobilenet_v1_fpn_640? available: "
         f"{names}")
     config_file = tmp_path / "p.config"
     config_file.write_text("model { ssd { } }")
-    pipeline.check_exportable(config_file, "tflite_int8")  # a file path: loaded; ssd passes
+    validate.check_exportable(config_file, "tflite_int8")  # a file path: loaded; ssd passes
     config_file.write_text("model { faster_rcnn { } }")
-    assert _text(pipeline.check_exportable, config_file, "tflite_int8").startswith(
+    assert _text(validate.check_exportable, config_file, "tflite_int8").startswith(
         f"{config_file}: model.faster_rcnn: the OD API cannot export a faster_rcnn model to "
         "tflite_int8")
-    assert pipeline.num_steps(config_file) == 0
+    assert templates.num_steps(config_file) == 0
 
 
 def _config_file(tmp_path, name="p.config", *, train="", evaluate="", label_map="",
@@ -1034,11 +1074,11 @@ def test_findings_in_full_on_hand_written_configs(tmp_path, monkeypatch):
         {"splits": {"train": {"images": 3, "shards": ["r.tfrecord"]}}}))
     label_map = write_label_map(["a", "b"], tmp_path / "lm.pbtxt")
     ok = _config_file(tmp_path, train=records, evaluate="gs://bucket/val-*", label_map=label_map)
-    assert pipeline.find_problems(ok) == []
+    assert validate.find_problems(ok) == []
     bad = _config_file(tmp_path, "bad.config", train=tmp_path / "none-*.tfrecord",
                        evaluate="s3://b/x", label_map=tmp_path / "gone.pbtxt",
                        checkpoint=tmp_path / "ckpt-3", extra="use_bfloat16: true")
-    assert [(str(f), f.error) for f in pipeline.find_problems(bad)] == [
+    assert [(str(f), f.error) for f in validate.find_problems(bad)] == [
         (f"train_input_reader.tf_record_input_reader.input_path: {tmp_path}/none-*.tfrecord "
          "matches no file; point it at existing TFRecords (tfod config --data data/NAME, or "
          "--train/--eval GLOB)", True),
@@ -1053,19 +1093,19 @@ def test_findings_in_full_on_hand_written_configs(tmp_path, monkeypatch):
          "training is slow or unsupported on CPU/GPU); set use_bfloat16: false", True)]
     folder = _config_file(tmp_path, "folder.config", train=records, evaluate=records,
                           label_map=label_map, checkpoint=tmp_path)
-    assert [str(f) for f in pipeline.find_problems(folder)] == [
+    assert [str(f) for f in validate.find_problems(folder)] == [
         f"train_config.fine_tune_checkpoint: {tmp_path} is a folder, the OD API needs a "
         "checkpoint prefix; give the prefix, e.g. .../checkpoint/ckpt-0 (tfod config "
         "--checkpoint FOLDER finds it)"]
     (tmp_path / "ckpt-3.index").write_bytes(b"")
     remote = _config_file(tmp_path, "remote.config", train=records, evaluate=records,
                           label_map=label_map, checkpoint="gs://b/ckpt-0")
-    assert pipeline.find_problems(remote) == []
+    assert validate.find_problems(remote) == []
 
     gaps = tmp_path / "gaps.pbtxt"
     gaps.write_text('item { id: 1 name: "a" }\nitem { id: 3 name: "b" }\nitem { id: 4 name: "c" }\n')
     ids = _config_file(tmp_path, "ids.config", train=records, evaluate=records, label_map=gaps)
-    assert [str(f) for f in pipeline.find_problems(ids)] == [
+    assert [str(f) for f in validate.find_problems(ids)] == [
         f"{gaps} item.id: label ids are [1, 3, 4], not 1..3; number the items 1, 2, ... "
         "without gaps (0 is the background)",
         "model.ssd.num_classes: num_classes is 2 but the label map "
@@ -1075,29 +1115,29 @@ def test_findings_in_full_on_hand_written_configs(tmp_path, monkeypatch):
     broken.write_text("item { id: ")
     unreadable = _config_file(tmp_path, "u.config", train=records, evaluate=records,
                               label_map=broken)
-    (finding,) = pipeline.find_problems(unreadable)
+    (finding,) = validate.find_problems(unreadable)
     assert finding.where == str(broken) and finding.what.startswith("label map cannot be read (")
     assert finding.fix == "write it with `tfod prepare` (items with id and name)"
 
     quantized = _config_file(tmp_path, "q.config", train=records, evaluate=records,
                              label_map=label_map)
     quantized.write_text(quantized.read_text() + "graph_rewriter { quantization { delay: 1 } }\n")
-    (warning,) = pipeline.find_problems(quantized)
+    (warning,) = validate.find_problems(quantized)
     assert (str(warning), warning.error) == (
         "graph_rewriter: graph_rewriter.quantization is not applied by the TF2 training loop; "
         "train in float; make int8 with `tfod export --formats tflite_int8`", False)
-    assert pipeline.check_pipeline(quantized) == [str(warning)]
-    assert pipeline.check_pipeline(ok) == []
+    assert validate.check_pipeline(quantized) == [str(warning)]
+    assert validate.check_pipeline(ok) == []
 
     one = _config_file(tmp_path, "one.config", train=records, evaluate=records,
                        label_map=label_map, num_classes=5)
-    assert _text(pipeline.check_pipeline, one) == (
+    assert _text(validate.check_pipeline, one) == (
         f"{one}: model.ssd.num_classes: num_classes is 5 but the label map {label_map} has 2 "
         "classes; set num_classes: 2 (tfod config --label-map sets it from the map)")
     two = _config_file(tmp_path, "two.config", train=records, evaluate=records,
                        label_map=label_map, num_classes=5, extra="use_bfloat16: true")
     with pytest.raises(ConfigError) as info:
-        pipeline.check_pipeline(two)
+        validate.check_pipeline(two)
     assert str(info.value) == (
         f"{two}: 2 problems:\n"
         f"  - model.ssd.num_classes: num_classes is 5 but the label map {label_map} has 2 "
@@ -1107,6 +1147,6 @@ def test_findings_in_full_on_hand_written_configs(tmp_path, monkeypatch):
         "fix them and check again with `tfod config --check FILE`")
     assert [f.where for f in info.value.findings] == ["model.ssd.num_classes",
                                                       "train_config.use_bfloat16"]
-    assert _text(pipeline.find_problems, tmp_path / "missing.config") == (
+    assert _text(validate.find_problems, tmp_path / "missing.config") == (
         f"{tmp_path / 'missing.config'}: pipeline config not found; run `tfod config` first or "
         "give the right path")

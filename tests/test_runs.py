@@ -9,6 +9,7 @@ import pytest
 
 from conftest import TINY_STEPS
 from tfod import runs
+from tfod.layout import read_json
 from tfod.errors import ConfigError
 
 
@@ -182,9 +183,11 @@ def test_error_texts_in_full(tmp_path):
     assert message.startswith(f"{bad}: cannot read the pipeline config (1:15 : ")
     assert message.endswith("has no field named \"nonsense\".); fix the text protobuf at the "
                             "line shown")
-    assert runs._read_json(tmp_path / "missing.json") == {}
+    assert read_json(tmp_path / "missing.json") is None
     (tmp_path / "bad.json").write_text("{")
-    assert runs._read_json(tmp_path / "bad.json") == {}
+    assert read_json(tmp_path / "bad.json") is None
+    (tmp_path / "list.json").write_text("[1]")
+    assert read_json(tmp_path / "list.json") is None
 
 
 def test_model_column_without_architecture_or_extractor_and_empty_diff(tmp_path):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from tfod.annotations import Box, Record
-from tfod.stats import dataset_stats, plot_stats, stats_table
+from tfod.data.annotations import Box, Record
+from tfod.data.stats import dataset_stats, plot_stats, stats_table
 
 
 def _splits():
@@ -76,7 +76,7 @@ def test_summary_numbers_and_table_text_exactly():
 def test_quantiles_pick_by_rank_and_round():
     """20 values 1.00001..20.00001 given in reverse: p05 is the 2nd (index int(0.05*20)=1),
     the median the 11th, p95 the 20th; everything rounded to 4 decimals."""
-    from tfod.stats import _quantiles
+    from tfod.data.stats import _quantiles
 
     values = [i + 0.00001 for i in range(20, 0, -1)]
     assert _quantiles(values) == {"min": 1.0, "p05": 2.0, "median": 11.0, "p95": 20.0,
@@ -88,7 +88,7 @@ def test_quantiles_pick_by_rank_and_round():
 
 def test_size_classes_and_aspect_bins_at_their_edges():
     """COCO: area < 32**2 small, < 96**2 medium; aspect bins are [low, high)."""
-    from tfod.stats import _aspect_bin
+    from tfod.data.stats import _aspect_bin
 
     boxes = [Box("a", 0, 0, 32, 32), Box("a", 0, 0, 31.9, 32),    # medium, small
              Box("a", 0, 0, 96, 96), Box("a", 0, 0, 95.9, 96)]    # large, medium

@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 from PIL import Image
 
-from tfod import synth
+from tfod.data import synth
 from tfod.errors import DatasetError
 
 CLASSES = ("circle", "square", "triangle")

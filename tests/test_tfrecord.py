@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfod import tfrecord
+from tfod.data import tfrecord
 
 
 def _features():
@@ -74,7 +74,7 @@ def test_no_tensorflow_import(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from tfod import tfrecord; "
+    code = ("import sys; from tfod.data import tfrecord; "
             f"tfrecord.TFRecordWriter({str(tmp_path / 'a')!r}).write(tfrecord.example({{'a': [1]}})); "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

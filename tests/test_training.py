@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_STEPS
+from tfod import distribute
 from tfod import training as train_mod
+from tfod.compat import runtime
 from tfod.errors import TrainError
 
 
@@ -16,7 +18,7 @@ def _calls(start, total, every):
     """The steps reached after each call, planned by chunk_size from `start`."""
     reached, step = [], start
     while step < total:
-        step += train_mod.chunk_size(step, total, every)
+        step += runtime.chunk_size(step, total, every)
         reached.append(step)
     return reached
 
@@ -30,7 +32,7 @@ def test_chunk_size_full_chunks_then_checkpoint_or_end():
     assert _calls(0, 250, 1) == list(range(1, 251))
     assert _calls(0, 350, 150) == [100, 150, 250, 300, 350]
     assert _calls(0, 6, 1000) == [6]
-    assert train_mod.chunk_size(0, 10_000, 10_000) == train_mod.CHUNK_CAP == 100
+    assert runtime.chunk_size(0, 10_000, 10_000) == runtime.CHUNK_CAP == 100
 
 
 class _Record:
@@ -39,13 +41,13 @@ class _Record:
 
     def __init__(self, mp):
         self.steps = []
-        real = train_mod._LoopPatch.after_call
+        real = runtime.LoopPatch.after_call
 
         def after_call(patch):
             self.steps.append(patch.captured.step())
             return real(patch)
 
-        mp.setattr(train_mod._LoopPatch, "after_call", after_call)
+        mp.setattr(runtime.LoopPatch, "after_call", after_call)
 
 
 def _checkpoint_steps(run_dir):
@@ -143,21 +145,21 @@ def test_resume_continues_to_new_total(tiny_run, tmp_path):
 def test_multi_worker_needs_a_training_file_per_worker(tiny_run, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["h:1"],
                                                             "worker": ["h:2", "h:3"]}}))
-    assert train_mod.num_workers() == 3
+    assert distribute.num_workers() == 3
     with pytest.raises(TrainError, match=r"1 training file\(s\) for 3 workers.*--shard-size-mb"):
-        train_mod.check_input_files(tiny_run["config"], 3)
-    train_mod.check_input_files(tiny_run["config"], 1)
+        distribute.check_input_files(tiny_run["config"], 3)
+    distribute.check_input_files(tiny_run["config"], 1)
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(TrainError, match="TF_CONFIG"):
-        train_mod.num_workers()
+        distribute.num_workers()
 
 
 def test_unknown_strategy_and_multiworker_needs_tf_config(monkeypatch):
     with pytest.raises(TrainError, match="use one of"):
-        train_mod.make_strategy("tpu")
+        distribute.make_strategy("tpu")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(TrainError, match="TF_CONFIG"):
-        train_mod.make_strategy("multi-worker")
+        distribute.make_strategy("multi-worker")
 
 
 def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
@@ -281,11 +283,11 @@ def test_auto_batch_after_a_checkpoint_continues_from_it(cadence_run, tmp_path, 
     rewritten), losing at most N steps, and finishes at exactly num_steps."""
     import shutil
 
-    from tfod import pipeline
+    from tfod.config import templates
 
     run_dir = tmp_path / "auto"
     shutil.copytree(cadence_run["run_dir"], run_dir)
-    before = pipeline.load_configs(run_dir / "pipeline.config")["train_config"]
+    before = templates.load_configs(run_dir / "pipeline.config")["train_config"]
     _oom_in_graph(monkeypatch, from_step=55, batch=2)
     record = _Record(monkeypatch)
     result = train_mod.train(run_dir / "pipeline.config", run_dir=run_dir, resume=True,
@@ -295,7 +297,7 @@ def test_auto_batch_after_a_checkpoint_continues_from_it(cadence_run, tmp_path, 
     assert result["step"] == 60 and result["batch_size"] == 1
     assert result["batch_size_changes"] == [{"step": 50, "from": 2, "to": 1}]
     assert _checkpoint_steps(run_dir) == [0, 10, 20, 30, 40, 50, 60]
-    after = pipeline.load_configs(run_dir / "pipeline.config")["train_config"]
+    after = templates.load_configs(run_dir / "pipeline.config")["train_config"]
     assert after.batch_size == 1
     lr_before = before.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
     lr_after = after.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
@@ -312,13 +314,14 @@ def test_out_of_memory_at_batch_1_is_a_clear_error(tiny_run, tmp_path, monkeypat
 
     from object_detection import model_lib_v2
 
-    from tfod import cli, pipeline
+    from tfod import cli
+    from tfod.config import templates
 
     run_dir = tmp_path / "runs" / "b1"
     shutil.copytree(tiny_run["run_dir"], run_dir)
-    configs = pipeline.load_configs(run_dir / "pipeline.config")
+    configs = templates.load_configs(run_dir / "pipeline.config")
     configs["train_config"].batch_size = 1
-    pipeline.save_configs(configs, run_dir / "pipeline.config")
+    templates.save_configs(configs, run_dir / "pipeline.config")
 
     def train_loop(**kwargs):
         raise _oom()
@@ -346,7 +349,7 @@ def test_multi_worker_two_local_processes(tiny_run, tmp_path):
     from tfod.dashboard import free_port
 
     from tfod.data import prepare_dataset
-    from tfod.pipeline import patch_pipeline_for_dataset
+    from tfod.config import patch_pipeline_for_dataset
 
     # the OD API gives each worker whole files: write the training split as several shards
     prepared = prepare_dataset(tiny_run["root"] / "raw", "mw", out_root=tmp_path / "data",
@@ -439,3 +442,78 @@ def test_early_stop_after_patience_evaluations(tiny_run, tmp_path, monkeypatch):
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["status"] == "early-stopped"
     assert train_mod.latest_step(run_dir) == TINY_STEPS + 8
+
+
+def _count_parses(mp):
+    """Every parse of a pipeline.config by tfod (tfod.config.load_configs goes through the
+    OD API's config_util.get_configs_from_pipeline_file), recorded by path. The OD API's
+    own train_loop, which takes a path, holds its own reference and is not counted."""
+    from object_detection.utils import config_util
+
+    parses = []
+    real = config_util.get_configs_from_pipeline_file
+
+    def counted(path, *args, **kwargs):
+        parses.append(str(path))
+        return real(path, *args, **kwargs)
+
+    mp.setattr(config_util, "get_configs_from_pipeline_file", counted)
+    return parses
+
+
+def test_finished_run_evaluates_and_exports_without_its_pretrained_checkpoint(
+        tiny_run, tmp_path, caplog):
+    """A run fine-tuned from a checkpoint that is deleted afterwards, with its dataset's
+    label map deleted too: `train` parsed its config once and wrote the label map it used
+    into the run folder, pointed at by the run's config; eval and export (one parse) check
+    only what they read, so both still work, while the training checks name the missing
+    checkpoint. Each stage left its log file in its output folder."""
+    import logging
+    import shutil
+
+    from tfod.config import check_pipeline, load_configs, patch_pipeline_for_dataset
+    from tfod.evaluation import evaluate
+    from tfod.exporter import export
+    from tfod.layout import MAP, RunDir
+
+    caplog.set_level(logging.INFO, logger="tfod")  # as the command line sets it
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    source = Path(tiny_run["train"]["checkpoint"])
+    for part in source.parent.glob(source.name + ".*"):
+        shutil.copy(part, pretrained / part.name.replace(source.name, "ckpt-1"))
+    data = tmp_path / "data"
+    shutil.copytree(tiny_run["data"], data)
+    config = patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", tmp_path / "ft.config",
+                                        data_dir=data, num_steps=2, batch_size=2,
+                                        fine_tune_checkpoint=pretrained / "ckpt-1")
+    run = RunDir(tmp_path / "runs" / "ft")
+    with pytest.MonkeyPatch.context() as mp:
+        parses = _count_parses(mp)
+        train_mod.train(config, run_dir=run.root, seed=0)
+    assert parses == [str(config)]
+    configs = load_configs(run.config)
+    readers = [configs["train_input_config"], *configs["eval_input_configs"]]
+    assert [r.label_map_path for r in readers] == [str(run.label_map.resolve())] * 2
+    assert run.label_map.read_text() == (data / "label_map.pbtxt").read_text()
+    assert configs["train_config"].fine_tune_checkpoint == str(pretrained / "ckpt-1")
+
+    shutil.rmtree(pretrained)
+    (data / "label_map.pbtxt").unlink()
+    with pytest.raises(Exception, match="train_config.fine_tune_checkpoint"):
+        check_pipeline(run.config)
+    metrics = evaluate(run.root)
+    assert metrics["step"] == 2 and MAP in metrics
+    assert set(metrics["per_class"]) == {"circle", "square", "triangle"}
+    with pytest.MonkeyPatch.context() as mp:
+        parses = _count_parses(mp)
+        result = export(run.root, out_dir=tmp_path / "export", formats=["saved_model"],
+                        evaluate=False)
+    assert parses == [str(run.config)]
+    assert (tmp_path / "export" / "labels.txt").read_text().split() == [
+        "circle", "square", "triangle"]
+    assert Path(result["artefacts"]["saved_model"]["path"]).is_dir()
+    for log_file, needle in ((run.root / "train.log", "train: finished at step 2/2"),
+                             (run.eval_dir / "eval.log", "eval: ckpt-"),
+                             (tmp_path / "export" / "export.log", "export: 1 artefacts")):
+        assert needle in log_file.read_text(), log_file

@@ -203,7 +203,7 @@ def _partial(tmp_path: Path, data: bytes, url: str, validator: str | None) -> Pa
     part = tmp_path / f"{NAME}.tar.gz.part"
     part.write_bytes(data)
     if validator is not None:
-        zoo._resume_info(part).write_text(json.dumps({"url": url, "validator": validator}))
+        zoo.resume_info(part).write_text(json.dumps({"url": url, "validator": validator}))
     return part
 
 

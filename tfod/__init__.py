@@ -24,9 +24,9 @@ compat.install()
 
 # public name -> module that defines it
 _LAZY = {
-    "synthesize": "tfod.synth",
-    "prepare_dataset": "tfod.data",
-    "patch_pipeline": "tfod.pipeline",
+    "synthesize": "tfod.data.synth",
+    "prepare_dataset": "tfod.data.prepare",
+    "patch_pipeline": "tfod.config",
     "train": "tfod.training",
     "evaluate": "tfod.evaluation",
     "export": "tfod.exporter",
@@ -40,10 +40,10 @@ _LAZY = {
     "list_runs": "tfod.runs",
     "diff_runs": "tfod.runs",
     "plot_run": "tfod.plots",
-    "patch_pipeline_for_dataset": "tfod.pipeline",
-    "check_pipeline": "tfod.pipeline",
-    "write_tfrecords": "tfod.data",
-    "write_label_map": "tfod.data",
+    "patch_pipeline_for_dataset": "tfod.config",
+    "check_pipeline": "tfod.config",
+    "write_tfrecords": "tfod.data.shards",
+    "write_label_map": "tfod.data.labelmap",
     "load_detector": "tfod.inference",
 }
 

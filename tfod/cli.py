@@ -295,118 +295,144 @@ def _setup_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+# --- one function per command: arguments -> the library function of the same name ------
+
+def _synth(args):
+    from tfod.data.synth import synthesize
+
+    return synthesize(args.out, num_train=args.train, num_val=args.val,
+                      image_size=args.size, seed=args.seed, overwrite=args.overwrite)
+
+
+def _prepare(args):
+    from tfod.data.prepare import prepare_dataset
+
+    if args.columns and args.format != "csv":
+        raise SystemExit("tfod prepare: error: --columns applies to --format csv only")
+    result = prepare_dataset(
+        args.source, name=args.name, fmt=args.format, out_root=args.out_root,
+        label_map_dir=args.label_maps, split=args.split, seed=args.seed,
+        strict=args.strict, image_dir=args.images, label_map=args.label_map,
+        classes=args.classes, check_only=args.check_only, workers=args.workers,
+        shard_size_mb=args.shard_size_mb, stratify=not args.no_stratify,
+        plots=not args.no_plots, progress=True, columns=args.columns,
+        allow_outside=args.allow_outside_paths, max_pixels=args.max_pixels,
+        decode="always" if args.decode_all else "auto")
+    if args.check_only:
+        return None if result["ok"] else SystemExit(1)
+    return result["manifest"]
+
+
+def _config(args):
+    from tfod.config import check_pipeline, patch_pipeline_for_dataset
+
+    template = args.template_name or args.template
+    if not template:
+        raise SystemExit("tfod config: error: give a TEMPLATE (or --template NAME)")
+    if args.check:
+        return {"config": template, "ok": True, "warnings": check_pipeline(template)}
+    if not args.out:
+        raise SystemExit("tfod config: error: --out is required (where to write the config)")
+    return {"config": str(patch_pipeline_for_dataset(
+        template, args.out, data_dir=args.data, label_map=args.label_map,
+        train_input=args.train, eval_input=args.eval, num_steps=args.steps,
+        batch_size=args.batch_size, scale_lr=args.scale_lr, image_size=args.image_size,
+        fine_tune_checkpoint=args.checkpoint, augment=args.augment,
+        quantize=args.quantize, freeze=args.freeze, overrides=_sets(args.set)))}
+
+
+def _train(args):
+    from tfod.training import train
+
+    return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
+                 checkpoint_every=args.checkpoint_every, resume=args.resume,
+                 seed=args.seed, strategy=args.strategy, auto_batch=args.auto_batch,
+                 early_stop=args.early_stop, argv=sys.argv)
+
+
+def _eval(args):
+    from tfod.evaluation import evaluate
+
+    return evaluate(args.run, checkpoint=args.checkpoint, all_checkpoints=args.all,
+                    watch=args.watch, timeout=args.timeout)
+
+
+def _export(args):
+    from tfod.exporter import export
+
+    return export(args.run, out_dir=args.out, formats=args.formats.split(","),
+                  checkpoint=args.checkpoint, max_detections=args.max_detections,
+                  input_type=args.input_type, calibration_images=args.calibration_images,
+                  evaluate=not args.no_eval, evaluate_checkpoint=args.eval_checkpoint)
+
+
+def _predict(args):
+    from tfod.inference import predict
+
+    return predict(args.source, args.model, out_dir=args.out, threshold=args.threshold,
+                   max_detections=args.max_detections, label_map=args.label_map,
+                   batch=args.batch, csv_path=args.csv, draw=not args.no_draw)
+
+
+def _doctor(args):
+    from tfod.diagnostics import doctor
+
+    return None if doctor()["ok"] else SystemExit(1)
+
+
+def _demo(args):
+    from tfod.demonstration import demo
+
+    demo(args.root, num_steps=args.steps, num_train=args.train, num_val=args.val)
+
+
+def _tensorboard(args):
+    from tfod.dashboard import tensorboard
+
+    return tensorboard(args.logdir, port=args.port, host=args.host, ngrok=args.ngrok,
+                       auth=args.auth)
+
+
+def _runs(args):
+    from tfod import runs
+
+    if args.action == "diff":
+        if len(args.names) != 2:
+            raise SystemExit("tfod runs diff: error: give two runs, e.g. tfod runs diff a b")
+        print(runs.diff_text(runs.diff_runs(*args.names, root=args.root)))
+        return None
+    rows = runs.list_runs(args.root)
+    print(json.dumps(rows, indent=2) if args.json else runs.runs_table(rows))
+    return None
+
+
+def _zoo(args):
+    from tfod import zoo
+
+    if args.zoo_command == "list":
+        print(zoo.format_table())
+        return None
+    if args.zoo_command == "info":
+        return zoo.model_info(args.name)
+    if args.zoo_command == "download":
+        zoo.download(args.name, dest=args.dest, url=args.url, sha256=args.sha256,
+                     allow_unverified=args.allow_unverified,
+                     max_download_mb=args.max_download_mb, max_extract_mb=args.max_extract_mb)
+    else:
+        zoo.install(args.name, from_file=args.from_file, dest=args.dest, sha256=args.sha256,
+                    allow_unverified=args.allow_unverified, max_extract_mb=args.max_extract_mb)
+    return zoo.installed(args.name, dest=args.dest)
+
+
+#: command -> the function that calls the library for it (``COMMANDS`` has their help)
+HANDLERS = {"synth": _synth, "prepare": _prepare, "config": _config, "train": _train,
+            "eval": _eval, "export": _export, "predict": _predict, "doctor": _doctor,
+            "demo": _demo, "tensorboard": _tensorboard, "runs": _runs, "zoo": _zoo}
+
+
 def run(args: argparse.Namespace) -> object:
     """Call the library function for one parsed command."""
-    cmd = args.command
-    if cmd == "synth":
-        from tfod.synth import synthesize
-
-        return synthesize(args.out, num_train=args.train, num_val=args.val,
-                          image_size=args.size, seed=args.seed, overwrite=args.overwrite)
-    if cmd == "prepare":
-        from tfod.data import prepare_dataset
-
-        if args.columns and args.format != "csv":
-            raise SystemExit("tfod prepare: error: --columns applies to --format csv only")
-        result = prepare_dataset(
-            args.source, name=args.name, fmt=args.format, out_root=args.out_root,
-            label_map_dir=args.label_maps, split=args.split, seed=args.seed,
-            strict=args.strict, image_dir=args.images, label_map=args.label_map,
-            classes=args.classes, check_only=args.check_only, workers=args.workers,
-            shard_size_mb=args.shard_size_mb, stratify=not args.no_stratify,
-            plots=not args.no_plots, progress=True, columns=args.columns,
-            allow_outside=args.allow_outside_paths, max_pixels=args.max_pixels,
-            decode="always" if args.decode_all else "auto")
-        if args.check_only:
-            return None if result["ok"] else SystemExit(1)
-        return result["manifest"]
-    if cmd == "config":
-        from tfod import pipeline
-
-        template = args.template_name or args.template
-        if not template:
-            raise SystemExit("tfod config: error: give a TEMPLATE (or --template NAME)")
-        if args.check:
-            return {"config": template, "ok": True,
-                    "warnings": pipeline.check_pipeline(template)}
-        if not args.out:
-            raise SystemExit("tfod config: error: --out is required (where to write the config)")
-        return {"config": str(pipeline.patch_pipeline_for_dataset(
-            template, args.out, data_dir=args.data, label_map=args.label_map,
-            train_input=args.train, eval_input=args.eval, num_steps=args.steps,
-            batch_size=args.batch_size, scale_lr=args.scale_lr, image_size=args.image_size,
-            fine_tune_checkpoint=args.checkpoint, augment=args.augment,
-            quantize=args.quantize, freeze=args.freeze, overrides=_sets(args.set)))}
-    if cmd == "train":
-        from tfod.training import train
-
-        return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
-                     checkpoint_every=args.checkpoint_every, resume=args.resume,
-                     seed=args.seed, strategy=args.strategy, auto_batch=args.auto_batch,
-                     early_stop=args.early_stop, argv=sys.argv)
-    if cmd == "eval":
-        from tfod.evaluation import evaluate
-
-        return evaluate(args.run, checkpoint=args.checkpoint, all_checkpoints=args.all,
-                        watch=args.watch, timeout=args.timeout)
-    if cmd == "export":
-        from tfod.exporter import export
-
-        return export(args.run, out_dir=args.out, formats=args.formats.split(","),
-                      checkpoint=args.checkpoint, max_detections=args.max_detections,
-                      input_type=args.input_type, calibration_images=args.calibration_images,
-                      evaluate=not args.no_eval, evaluate_checkpoint=args.eval_checkpoint)
-    if cmd == "predict":
-        from tfod.inference import predict
-
-        return predict(args.source, args.model, out_dir=args.out, threshold=args.threshold,
-                       max_detections=args.max_detections, label_map=args.label_map,
-                       batch=args.batch, csv_path=args.csv, draw=not args.no_draw)
-    if cmd == "doctor":
-        from tfod.diagnostics import doctor
-
-        report = doctor()
-        return None if report["ok"] else SystemExit(1)
-    if cmd == "demo":
-        from tfod.demonstration import demo
-
-        demo(args.root, num_steps=args.steps, num_train=args.train, num_val=args.val)
-        return None
-    if cmd == "tensorboard":
-        from tfod.dashboard import tensorboard
-
-        return tensorboard(args.logdir, port=args.port, host=args.host, ngrok=args.ngrok,
-                           auth=args.auth)
-    if cmd == "runs":
-        from tfod import runs
-
-        if args.action == "diff":
-            if len(args.names) != 2:
-                raise SystemExit("tfod runs diff: error: give two runs, e.g. tfod runs diff a b")
-            print(runs.diff_text(runs.diff_runs(*args.names, root=args.root)))
-            return None
-        rows = runs.list_runs(args.root)
-        print(json.dumps(rows, indent=2) if args.json else runs.runs_table(rows))
-        return None
-    if cmd == "zoo":
-        from tfod import zoo
-
-        if args.zoo_command == "list":
-            print(zoo.format_table())
-            return None
-        if args.zoo_command == "info":
-            return zoo.model_info(args.name)
-        if args.zoo_command == "download":
-            zoo.download(args.name, dest=args.dest, url=args.url, sha256=args.sha256,
-                         allow_unverified=args.allow_unverified,
-                         max_download_mb=args.max_download_mb,
-                         max_extract_mb=args.max_extract_mb)
-        else:
-            zoo.install(args.name, from_file=args.from_file, dest=args.dest,
-                        sha256=args.sha256, allow_unverified=args.allow_unverified,
-                        max_extract_mb=args.max_extract_mb)
-        return zoo.installed(args.name, dest=args.dest)
-    raise AssertionError(cmd)
+    return HANDLERS[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:

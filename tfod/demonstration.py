@@ -13,10 +13,28 @@ import logging
 import time
 from pathlib import Path
 
+from tfod.layout import MAP, MAP50, RunDir
+
 log = logging.getLogger(__name__)
 
 NAME = "demo"
 TEMPLATE = "ssd_mobilenet_v2_tiny"
+
+
+def _fresh_folders(root: Path) -> tuple[Path, Path]:
+    """The demo's run and export folders, the previous ones removed (only what tfod
+    wrote); the run folder created and marked."""
+    from tfod.errors import TfodError
+    from tfod.files import mark_owned, remove_owned
+
+    run_dir, export_dir = root / "runs" / NAME, root / "exports" / NAME
+    for old, kind in ((run_dir, "run"), (export_dir, "export")):  # only what tfod wrote
+        if remove_owned(old, kind, TfodError, fix=f"move {old} away, or run the demo "
+                        "in another folder (tfod demo --root DIR)"):
+            log.info("demo: removed the previous %s", old)
+    run_dir.mkdir(parents=True)
+    mark_owned(run_dir, "run")  # before the config stage writes into it
+    return run_dir, export_dir
 
 
 def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
@@ -31,27 +49,18 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
         >>> result = demo(".", num_steps=2000)
         >>> result["mAP@.5"] > 0.9
     """
-    from tfod.data import prepare_dataset
-    from tfod.errors import TfodError
-    from tfod.files import mark_owned, remove_owned
+    from tfod.config import patch_pipeline_for_dataset
+    from tfod.data.prepare import prepare_dataset
+    from tfod.data.synth import synthesize
     from tfod.evaluation import evaluate
     from tfod.exporter import export
-    from tfod.pipeline import patch_pipeline_for_dataset
     from tfod.inference import list_images, predict
-    from tfod.synth import synthesize
     from tfod.training import train
 
     t0 = time.time()
     root = Path(root)
     raw = root / "data" / f"{NAME}_raw"
-    run_dir = root / "runs" / NAME
-    export_dir = root / "exports" / NAME
-    for old, kind in ((run_dir, "run"), (export_dir, "export")):  # only what tfod wrote
-        if remove_owned(old, kind, TfodError, fix=f"move {old} away, or run the demo "
-                        "in another folder (tfod demo --root DIR)"):
-            log.info("demo: removed the previous %s", old)
-    run_dir.mkdir(parents=True)
-    mark_owned(run_dir, "run")  # before the config stage writes into it
+    run_dir, export_dir = _fresh_folders(root)
     timings = {}
 
     def stage(label, fn, *args, **kwargs):
@@ -65,7 +74,7 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
           seed=seed, overwrite=True)
     prepared = stage("prepare", prepare_dataset, raw, name=NAME, fmt="voc",
                      out_root=root / "data", label_map_dir=root / "label_maps", seed=seed)
-    config = stage("config", patch_pipeline_for_dataset, TEMPLATE, run_dir / "pipeline.config",
+    config = stage("config", patch_pipeline_for_dataset, TEMPLATE, RunDir(run_dir).config,
                    data_dir=prepared["dir"], num_steps=num_steps, batch_size=batch_size)
     stage("train", train, config, run_dir=run_dir, resume=True, seed=seed)
     metrics = stage("eval", evaluate, run_dir)
@@ -76,16 +85,24 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
                         out_dir=export_dir / "predictions", threshold=0.5)
     seconds = time.time() - t0
     summary = {
-        "mAP": metrics["DetectionBoxes_Precision/mAP"],
-        "mAP@.5": metrics["DetectionBoxes_Precision/mAP@.50IOU"],
+        "mAP": metrics[MAP],
+        "mAP@.5": metrics[MAP50],
         "seconds": round(seconds, 1), "timings": timings,
         "dataset": prepared["dir"], "run": str(run_dir), "exports": str(export_dir),
         "artefacts": {k: v["path"] for k, v in exported["artefacts"].items()},
         "predictions": predictions["out_dir"],
     }
     (export_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary, prepared, exported, predictions, run_dir, export_dir)
+    return summary
+
+
+def _print_summary(summary: dict, prepared: dict, exported: dict, predictions: dict,
+                   run_dir: Path, export_dir: Path) -> None:
+    """Where each stage wrote, and the one line with mAP and the time."""
+    timings, seconds = summary["timings"], summary["seconds"]
     print(f"dataset:     {prepared['dir']} (label map {prepared['label_map']})")
-    print(f"run:         {run_dir} (metrics {run_dir / 'eval' / 'metrics.json'})")
+    print(f"run:         {run_dir} (metrics {RunDir(run_dir).metrics})")
     for name, row in exported["artefacts"].items():
         print(f"export:      {row['path']} ({row['bytes'] / 2**20:.1f} MB, "
               f"mAP {row.get('mAP', float('nan')):.3f})")
@@ -95,4 +112,3 @@ def demo(root: str | Path = ".", num_steps: int = 2000, num_train: int = 300,
     print("stages:      " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     print(f"demo: mAP={summary['mAP']:.3f} mAP@.5={summary['mAP@.5']:.3f} "
           f"time={seconds:.0f}s exports={export_dir}")
-    return summary

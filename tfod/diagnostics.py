@@ -39,11 +39,11 @@ def _odapi_imports() -> str:
 def _tiny_model() -> str:
     import tensorflow as tf
     from object_detection.builders import model_builder
-    from tfod import pipeline
+    from tfod.config import image_size, load_configs, resolve_template
 
-    configs = pipeline.load_configs(pipeline.resolve_template("ssd_mobilenet_v2_tiny"))
+    configs = load_configs(resolve_template("ssd_mobilenet_v2_tiny"))
     model = model_builder.build(configs["model"], is_training=False)
-    h, w = pipeline.image_size(configs)
+    h, w = image_size(configs)
     images, shapes = model.preprocess(tf.zeros([1, h, w, 3]))
     detections = model.postprocess(model.predict(images, shapes), shapes)
     n = int(detections["num_detections"].numpy().reshape(-1)[0])

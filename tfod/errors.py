@@ -33,3 +33,7 @@ class TrainError(TfodError):
 
 class ExportError(TfodError):
     """An export could not be written or checked."""
+
+
+class ZooError(TfodError):
+    """A zoo model that cannot be found, downloaded, verified or extracted."""

@@ -9,7 +9,8 @@ the released pycocotools, which lacks the ``category_stats`` of Google's fork.
 runs ``model_lib_v2.eager_eval_loop`` once. While the loop runs, the OD API's
 ``COCOEvalWrapper.summarize`` is extended to compute ``category_stats`` (so the
 OD API's own per-category metrics come out) and to keep the finished COCOeval,
-from which the PR curves and the confusion matrix are drawn.
+from which the PR curves and the confusion matrix are drawn
+(:func:`tfod.compat.runtime.keep_coco_eval`).
 
 Per checkpoint ``ckpt-N`` the run folder gets ``eval/ckpt-N/metrics.json``,
 ``pr_curves.png`` and ``confusion_matrix.png``; ``eval/metrics.json`` is the
@@ -19,20 +20,22 @@ go to TensorBoard events in ``eval/`` at the checkpoint's step.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
+from tfod.compat import runtime
+from tfod.config import check_configs, load_configs
 from tfod.errors import TrainError
+from tfod.files import write_text_atomic
+from tfod.layout import (MAP, MAP50, PER_CLASS_PREFIX, RunDir, best_checkpoint, read_json,
+                         stage_log)
+
+__all__ = ["COCO_KEYS", "MAP", "MAP50", "PER_CLASS_PREFIX", "best_checkpoint", "checkpoints",
+           "confusion_matrix", "evaluate", "metrics_table"]
 
 log = logging.getLogger(__name__)
-
-MAP = "DetectionBoxes_Precision/mAP"
-MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
-PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory/mAP/"
 
 #: COCO metric keys of the OD API, in the order of pycocotools' summary.
 COCO_KEYS = [
@@ -68,16 +71,6 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def checkpoints(run_dir: str | Path) -> list[str]:
-    """Checkpoint prefixes (``.../ckpt-N``) of a run folder, oldest first."""
-    found = []
-    for index in Path(run_dir).glob("ckpt-*.index"):
-        match = re.fullmatch(r"ckpt-(\d+)\.index", index.name)
-        if match:
-            found.append((int(match.group(1)), str(index.with_suffix(""))))
-    return [prefix for _, prefix in sorted(found)]
-
-
 def _has_model_variables(prefix: str) -> bool:
     import tensorflow as tf
 
@@ -85,67 +78,6 @@ def _has_model_variables(prefix: str) -> bool:
 
 
 # --- per-class AP, PR curves and confusion matrix from the OD API's COCOeval ---------
-
-def category_stats(coco_eval):
-    """The 12 COCO summary numbers per category, shape ``(12, K)`` (-1: no data).
-
-    Same layout as ``COCOeval.stats`` (AP, AP50, AP75, AP S/M/L, AR 1/10/100,
-    AR S/M/L), read from the accumulated ``coco_eval.eval`` arrays.
-    """
-    import numpy as np
-
-    p = coco_eval.params
-    precision, recall = coco_eval.eval["precision"], coco_eval.eval["recall"]
-    areas = {name: i for i, name in enumerate(p.areaRngLbl)}
-    big = len(p.maxDets) - 1
-
-    def mean(values):
-        values = values[values > -1]
-        return float(values.mean()) if values.size else -1.0
-
-    def ap(k, iou=None, area="all"):
-        s = precision[:, :, k, areas[area], big]
-        if iou is not None:
-            s = s[np.isclose(p.iouThrs, iou)]
-        return mean(s)
-
-    def ar(k, max_det_index=big, area="all"):
-        return mean(recall[:, k, areas[area], max_det_index])
-
-    rows = []
-    for k in range(len(p.catIds)):
-        rows.append([ap(k), ap(k, .5), ap(k, .75), ap(k, area="small"), ap(k, area="medium"),
-                     ap(k, area="large"), ar(k, 0), ar(k, 1), ar(k, big), ar(k, area="small"),
-                     ar(k, area="medium"), ar(k, area="large")])
-    return np.array(rows, dtype=float).T.reshape(12, len(p.catIds))
-
-
-@contextlib.contextmanager
-def _keep_coco_eval():
-    """While active, the OD API's COCO evaluations gain ``category_stats`` and are kept."""
-    from object_detection.metrics import coco_tools
-
-    cls = coco_tools.COCOEvalWrapper
-    own = cls.__dict__.get("summarize")
-    base = cls.summarize  # its own, or pycocotools' COCOeval.summarize
-    kept = []
-
-    def summarize(self):
-        base(self)
-        if not hasattr(self, "category_stats"):
-            self.category_stats = category_stats(self)
-        if self.params.useCats and self.params.iouType == "bbox":
-            kept.append(self)
-
-    cls.summarize = summarize
-    try:
-        yield kept
-    finally:
-        if own is None:
-            del cls.summarize
-        else:
-            cls.summarize = own
-
 
 def _iou(a, b):
     """IoU matrix of COCO ``[x, y, w, h]`` boxes a (N) vs b (M)."""
@@ -233,16 +165,14 @@ def _class_report(coco_eval, out_dir: Path, score_threshold: float) -> dict:
 # --- the evaluator: model and input built once, any number of checkpoints -------------
 
 class _Evaluator:
-    def __init__(self, config_path: Path):
-        from tfod import pipeline
-
+    def __init__(self, configs: dict):
         import tensorflow as tf
         from object_detection import inputs, model_lib_v2
         from object_detection.builders import optimizer_builder
 
-        self.configs = configs = pipeline.load_configs(config_path)
+        self.configs = configs
         self.eval_config = eval_config = configs["eval_config"]
-        eval_config.include_metrics_per_category = True  # works under _keep_coco_eval
+        eval_config.include_metrics_per_category = True  # works under runtime.keep_coco_eval
         eval_input_config = configs["eval_input_configs"][0]
         eval_input_config.num_epochs = 1  # one pass, then the loop ends
         self.inputs = ", ".join(eval_input_config.tf_record_input_reader.input_path)
@@ -274,7 +204,7 @@ class _Evaluator:
             self.optimizer.swap_weights()
         step = int(self.global_step.numpy())
         log.info("eval: %s at step %d on %s", checkpoint, step, self.inputs)
-        with writer.as_default(), _keep_coco_eval() as kept:
+        with writer.as_default(), runtime.keep_coco_eval() as kept:
             metrics = model_lib_v2.eager_eval_loop(self.model, self.configs, self.eval_input,
                                                    global_step=self.global_step)
         writer.flush()
@@ -288,39 +218,141 @@ class _Evaluator:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from tfod.files import write_text_atomic
-
     write_text_atomic(path, json.dumps(data, indent=2))
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def best_checkpoint(eval_dir: str | Path) -> dict | None:
-    """The evaluated checkpoint with the highest mAP (ties: the earlier step)."""
-    rows = [m for m in (_read_json(p) for p in Path(eval_dir).glob("ckpt-*/metrics.json"))
-            if m and MAP in m]
-    if not rows:
-        return None
-    best = max(rows, key=lambda m: (m[MAP], -m.get("step", 0)))
-    return {"checkpoint": best["checkpoint"], "step": best["step"], "mAP": best[MAP],
-            "mAP@.5": best.get(MAP50), "metrics": str(Path(eval_dir) / Path(
-                best["checkpoint"]).name / "metrics.json")}
+def checkpoints(run_dir: str | Path) -> list[str]:
+    """Checkpoint prefixes (``.../ckpt-N``) of a run folder, oldest first."""
+    return RunDir(run_dir).checkpoints()
 
 
 def _training_finished(run_dir: Path) -> bool:
     """train_summary.json is newer than the newest checkpoint: training has ended."""
-    summary = run_dir / "train_summary.json"
-    prefixes = checkpoints(run_dir)
-    if not summary.is_file():
+    run = RunDir(run_dir)
+    prefixes = run.checkpoints()
+    if not run.summary.is_file():
         return False
     if not prefixes:
         return True
-    return summary.stat().st_mtime >= Path(prefixes[-1] + ".index").stat().st_mtime
+    return run.summary.stat().st_mtime >= Path(prefixes[-1] + ".index").stat().st_mtime
+
+
+def _pending(run: RunDir, out_dir: Path, seen: set[str]) -> list[str]:
+    """Completed saves (listed in the ``checkpoint`` state file) not evaluated yet."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(str(run.root))
+    done = {Path(p).name for p in (state.all_model_checkpoint_paths if state else [])}
+    return [c for c in run.checkpoints() if c not in seen and Path(c).name in done
+            and not (out_dir / Path(c).name / "metrics.json").is_file()]
+
+
+def _first_checkpoints(run: RunDir, checkpoint: str | None, all_checkpoints: bool,
+                       watch: bool) -> list[str]:
+    """What to evaluate before any waiting: the given checkpoint, every one, or the
+    latest; nothing yet under ``watch``."""
+    if checkpoint and (all_checkpoints or watch):
+        raise TrainError("--checkpoint evaluates one checkpoint", where="--checkpoint",
+                         fix="drop --checkpoint, or drop --all/--watch")
+    if checkpoint:
+        if not Path(checkpoint + ".index").is_file():
+            raise TrainError("checkpoint not found", where=checkpoint,
+                             fix="pass a prefix like runs/<name>/ckpt-3 (without .index)")
+        return [checkpoint]
+    if watch:
+        return []
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(run.root))
+    if not latest:
+        raise TrainError("no checkpoint to evaluate", where=str(run.root),
+                         fix="train first (`tfod train`) or pass --checkpoint PATH")
+    return run.checkpoints() if all_checkpoints else [latest]
+
+
+class _Session:
+    """One ``evaluate`` call: the evaluator (built on first use), the summary writer and
+    what has been evaluated; :meth:`run` evaluates one checkpoint and writes its files."""
+
+    def __init__(self, configs: dict, out_dir: Path, score_threshold: float):
+        import tensorflow as tf
+
+        self.configs, self.out_dir, self.score_threshold = configs, out_dir, score_threshold
+        self.evaluator = None
+        self.writer = tf.summary.create_file_writer(str(out_dir))
+        self.evaluated: list[dict] = []
+        self.seen: set[str] = set()
+
+    def run(self, prefix: str) -> None:
+        import tensorflow as tf
+
+        self.seen.add(prefix)
+        if not _has_model_variables(prefix):
+            log.info("eval: skipping %s: it holds no model variables "
+                     "(upstream's step-0 save)", prefix)
+            return
+        self.evaluator = self.evaluator or _Evaluator(self.configs)
+        ckpt_dir = self.out_dir / Path(prefix).name
+        try:
+            result = self.evaluator(prefix, self.writer, ckpt_dir, self.score_threshold)
+        except tf.errors.NotFoundError as exc:  # removed by max_to_keep meanwhile
+            log.warning("eval: %s disappeared before it was read (%s); skipped", prefix,
+                        exc.message[:200])
+            return
+        _write_json(ckpt_dir / "metrics.json", result)
+        latest_json = read_json(self.out_dir / "metrics.json")
+        if not latest_json or result["step"] >= latest_json.get("step", -1):
+            _write_json(self.out_dir / "metrics.json", result)
+        best = best_checkpoint(self.out_dir)
+        if best:
+            _write_json(self.out_dir / "best.json", best)
+        log.info("eval: %s, step %d\n%s", Path(prefix).name, result["step"],
+                 metrics_table(result))
+        self.evaluated.append(result)
+
+
+def _watch(session: _Session, run: RunDir, timeout: float | None,
+           poll_seconds: float) -> None:
+    """Evaluate new checkpoints as training saves them, until training has ended and its
+    last checkpoint is evaluated, or ``timeout`` seconds pass."""
+    deadline = time.time() + timeout if timeout else None
+    while True:
+        for prefix in _pending(run, session.out_dir, session.seen):
+            session.run(prefix)
+        if _training_finished(run.root) and not _pending(run, session.out_dir, session.seen):
+            log.info("eval: training has ended and its last checkpoint is evaluated")
+            return
+        if deadline and time.time() >= deadline:
+            log.warning("eval: --timeout reached after %d checkpoint(s)",
+                        len(session.evaluated))
+            return
+        time.sleep(poll_seconds if not deadline else
+                   max(0.0, min(poll_seconds, deadline - time.time())))
+
+
+def _summary(session: _Session, run: RunDir, watch: bool) -> dict:
+    """The newest evaluated checkpoint's metrics with ``best`` and ``evaluated``."""
+    from tfod import plots
+
+    out_dir = session.out_dir
+    if not session.evaluated:
+        previous = read_json(out_dir / "metrics.json")
+        if watch and previous and _training_finished(run.root):
+            log.info("eval: every checkpoint of the finished run was evaluated before")
+            return {**previous, "best": best_checkpoint(out_dir), "evaluated": []}
+        if watch:
+            raise TrainError("no checkpoint was evaluated", where=str(run.root),
+                             fix="start training first, or give --watch a longer --timeout")
+        raise TrainError("no checkpoint with model variables to evaluate", where=str(run.root),
+                         fix="train longer so a checkpoint is saved")
+    plots.plot_run(run.root)
+    result = max(session.evaluated, key=lambda m: m["step"])
+    result = {**result, "best": best_checkpoint(out_dir),
+              "evaluated": [Path(m["checkpoint"]).name for m in session.evaluated]}
+    if len(session.evaluated) > 1 or watch:
+        log.info("eval: %d checkpoint(s); best %s (mAP %.3f)", len(session.evaluated),
+                 result["best"]["checkpoint"], result["best"]["mAP"])
+    return result
 
 
 def evaluate(run_or_config: str | Path, checkpoint: str | None = None,
@@ -335,102 +367,28 @@ def evaluate(run_or_config: str | Path, checkpoint: str | None = None,
     new checkpoints until training has written ``train_summary.json`` and its
     last checkpoint is evaluated, or ``timeout`` seconds pass. Returns the
     metrics (with ``step``, ``checkpoint``, ``per_class``) of the newest
-    checkpoint evaluated, plus ``best`` and ``evaluated``.
+    checkpoint evaluated, plus ``best`` and ``evaluated``. The config gets the checks
+    of evaluation only (a deleted fine-tune checkpoint does not matter here); the log
+    goes to ``eval/eval.log``.
 
     Example:
         >>> metrics = evaluate("runs/demo")
         >>> round(metrics["DetectionBoxes_Precision/mAP"], 3)
         >>> evaluate("runs/demo", watch=True, timeout=3600)["best"]["checkpoint"]
     """
-    from tfod import pipeline, plots
-
-    config_path, run_dir = pipeline.resolve_run(run_or_config, TrainError)
-    pipeline.check_pipeline(config_path)
-    if checkpoint and (all_checkpoints or watch):
-        raise TrainError("--checkpoint evaluates one checkpoint", where="--checkpoint",
-                         fix="drop --checkpoint, or drop --all/--watch")
-    import tensorflow as tf
-
-    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
-    if checkpoint is None and not watch:
-        latest = tf.train.latest_checkpoint(str(run_dir))
-        if not latest:
-            raise TrainError("no checkpoint to evaluate", where=str(run_dir),
-                             fix="train first (`tfod train`) or pass --checkpoint PATH")
-        todo = checkpoints(run_dir) if all_checkpoints else [latest]
-    else:
-        todo = [checkpoint] if checkpoint else []
-    if checkpoint and not Path(checkpoint + ".index").is_file():
-        raise TrainError("checkpoint not found", where=checkpoint,
-                         fix="pass a prefix like runs/<name>/ckpt-3 (without .index)")
-
+    config_path, run = RunDir.of(run_or_config, TrainError)
+    configs = load_configs(config_path)  # parsed once, handed to every step
+    check_configs(configs, config_path, scope="eval")
+    todo = _first_checkpoints(run, checkpoint, all_checkpoints, watch)
+    out_dir = Path(out_dir) if out_dir else run.eval_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    evaluator = None
-    writer = tf.summary.create_file_writer(str(out_dir))
-    evaluated: list[dict] = []
-    seen: set[str] = set()
-    deadline = time.time() + timeout if timeout else None
-
-    def pending() -> list[str]:
-        """Completed saves (listed in the `checkpoint` state file) not evaluated yet."""
-        state = tf.train.get_checkpoint_state(str(run_dir))
-        done = {Path(p).name for p in (state.all_model_checkpoint_paths if state else [])}
-        return [c for c in checkpoints(run_dir) if c not in seen and Path(c).name in done
-                and not (out_dir / Path(c).name / "metrics.json").is_file()]
-
-    while True:
-        if watch:
-            todo = pending()
-        for prefix in todo:
-            seen.add(prefix)
-            if not _has_model_variables(prefix):
-                log.info("eval: skipping %s: it holds no model variables "
-                         "(upstream's step-0 save)", prefix)
-                continue
-            evaluator = evaluator or _Evaluator(config_path)
-            ckpt_dir = out_dir / Path(prefix).name
-            try:
-                result = evaluator(prefix, writer, ckpt_dir, score_threshold)
-            except tf.errors.NotFoundError as exc:  # removed by max_to_keep meanwhile
-                log.warning("eval: %s disappeared before it was read (%s); skipped", prefix,
-                            exc.message[:200])
-                continue
-            _write_json(ckpt_dir / "metrics.json", result)
-            latest_json = _read_json(out_dir / "metrics.json")
-            if not latest_json or result["step"] >= latest_json.get("step", -1):
-                _write_json(out_dir / "metrics.json", result)
-            best = best_checkpoint(out_dir)
-            if best:
-                _write_json(out_dir / "best.json", best)
-            log.info("eval: %s, step %d\n%s", Path(prefix).name, result["step"],
-                     metrics_table(result))
-            evaluated.append(result)
-        if not watch:
-            break
-        if _training_finished(run_dir) and not pending():
-            log.info("eval: training has ended and its last checkpoint is evaluated")
-            break
-        if deadline and time.time() >= deadline:
-            log.warning("eval: --timeout reached after %d checkpoint(s)", len(evaluated))
-            break
-        time.sleep(poll_seconds if not deadline else
-                   max(0.0, min(poll_seconds, deadline - time.time())))
-    writer.close()
-    if not evaluated:
-        previous = _read_json(out_dir / "metrics.json")
-        if watch and previous and _training_finished(run_dir):
-            log.info("eval: every checkpoint of the finished run was evaluated before")
-            return {**previous, "best": best_checkpoint(out_dir), "evaluated": []}
-        if watch:
-            raise TrainError("no checkpoint was evaluated", where=str(run_dir),
-                             fix="start training first, or give --watch a longer --timeout")
-        raise TrainError("no checkpoint with model variables to evaluate", where=str(run_dir),
-                         fix="train longer so a checkpoint is saved")
-    plots.plot_run(run_dir)
-    result = max(evaluated, key=lambda m: m["step"])
-    result = {**result, "best": best_checkpoint(out_dir),
-              "evaluated": [Path(m["checkpoint"]).name for m in evaluated]}
-    if len(evaluated) > 1 or watch:
-        log.info("eval: %d checkpoint(s); best %s (mAP %.3f)", len(evaluated),
-                 result["best"]["checkpoint"], result["best"]["mAP"])
-    return result
+    with stage_log(out_dir, "eval"):
+        session = _Session(configs, out_dir, score_threshold)
+        try:
+            for prefix in todo:
+                session.run(prefix)
+            if watch:
+                _watch(session, run, timeout, poll_seconds)
+        finally:
+            session.writer.close()
+        return _summary(session, run, watch)

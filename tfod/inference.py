@@ -24,10 +24,9 @@ import numpy as np
 
 from tfod.errors import ExportError
 from tfod.files import write_text_atomic
+from tfod.layout import IMAGE_SUFFIXES, LABEL_MAP, ExportDir, stage_log
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class Detector:
@@ -160,7 +159,7 @@ class TFLiteDetector(Detector):
 
     def __init__(self, path: Path, threads: int | None = None):
         self.path = path
-        meta_path = path.parent / "tflite.json"
+        meta_path = ExportDir(path.parent).tflite_meta
         meta = json.loads(meta_path.read_text()).get(path.name) if meta_path.is_file() else None
         if meta is None:
             raise ExportError("no input normalisation recorded for this model",
@@ -279,8 +278,8 @@ def _category_index(label_map: str | Path | None) -> dict:
 
 def _find_label_map(model: Path) -> Path | None:
     for folder in (model if model.is_dir() else model.parent, model.parent, model.parent.parent):
-        if (folder / "label_map.pbtxt").is_file():
-            return folder / "label_map.pbtxt"
+        if (folder / LABEL_MAP).is_file():
+            return folder / LABEL_MAP
     return None
 
 
@@ -295,31 +294,56 @@ def _read_rgb(path: Path) -> np.ndarray:
                           fix="remove or replace the file") from None
 
 
-def predict(source, model: str | Path, out_dir: str | Path = "predictions",
-            threshold: float = 0.5, max_detections: int = 100,
-            label_map: str | Path | None = None, draw: bool = True, batch: int = 1,
-            csv_path: str | Path | None = None, threads: int | None = None) -> dict:
-    """Detect objects in images with an exported model (SavedModel folder, frozen
-    graph ``.pb`` or ``.tflite``); write annotated PNGs, ``detections.json``
-    (COCO results format, ``image_id`` = file name) and ``detections.csv``
-    (filename,width,height,class,score,xmin,ymin,xmax,ymax in pixels).
+def _detections(path: Path, rgb, out: dict, threshold: float, max_detections: int,
+                categories: dict) -> tuple:
+    """(indices kept, COCO results, CSV rows) of one image's detector output: boxes
+    above ``threshold`` from normalised [ymin, xmin, ymax, xmax] to pixels."""
+    keep = np.flatnonzero(out["scores"] >= threshold)[:max_detections]
+    h, w = rgb.shape[:2]
+    results, rows = [], []
+    for i in keep:
+        ymin, xmin, ymax, xmax = (float(v) for v in out["boxes"][i])
+        cls = int(out["classes"][i])
+        name = categories.get(cls, {}).get("name", str(cls))
+        score = float(out["scores"][i])
+        results.append({"image_id": path.name, "category_id": cls, "category": name,
+                        "bbox": [xmin * w, ymin * h, (xmax - xmin) * w, (ymax - ymin) * h],
+                        "score": score})
+        rows.append([path.name, w, h, name, f"{score:.4f}", f"{xmin * w:.1f}",
+                     f"{ymin * h:.1f}", f"{xmax * w:.1f}", f"{ymax * h:.1f}"])
+    return keep, results, rows
 
-    ``batch`` images go into one call when the model takes batches (see
-    :meth:`Detector.detect_batch`); ``image_tensor`` SavedModels and TFLite run
-    one image per call whatever ``batch`` says.
 
-    Example:
-        >>> predict("data/demo/voc/JPEGImages", "exports/demo/saved_model", "predictions")
-    """
+def _draw(rgb, out: dict, keep, categories: dict, threshold: float, max_detections: int,
+          target: Path) -> None:
+    """The image with its kept boxes drawn by the OD API's visualization_utils, as PNG."""
+    from object_detection.utils import visualization_utils as vu
+    from PIL import Image
+
+    canvas = rgb.copy()
+    vu.visualize_boxes_and_labels_on_image_array(
+        canvas, out["boxes"][keep], out["classes"][keep], out["scores"][keep],
+        categories or {c: {"id": c, "name": str(c)} for c in set(out["classes"][keep])},
+        use_normalized_coordinates=True, min_score_thresh=threshold,
+        max_boxes_to_draw=max_detections, line_thickness=2)
+    Image.fromarray(canvas).save(target)
+
+
+def _write_csv(rows: list, csv_path: Path) -> None:
     import csv
 
-    from PIL import Image
-    from tqdm import tqdm
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "width", "height", "class", "score",
+                         "xmin", "ymin", "xmax", "ymax"])
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)
 
-    if batch < 1:
-        raise ExportError(f"batch must be at least 1, got {batch}", where="--batch",
-                          fix="use --batch 8, for example")
-    images = list_images(source)
+
+def _open_model(model, batch: int, label_map, threads):
+    """(detector, category index) of an exported model and its label map."""
     detector = load_detector(model, threads=threads)
     if batch > 1 and detector.max_batch == 1:
         log.info("predict: %s takes one image per call; --batch %d runs them one by one "
@@ -329,55 +353,57 @@ def predict(source, model: str | Path, out_dir: str | Path = "predictions",
     if label_map and not label_map.is_file():
         raise ExportError("label map not found", where=str(label_map),
                           fix="give the label_map.pbtxt written next to the exported model")
-    categories = _category_index(label_map)
+    return detector, _category_index(label_map)
+
+
+def predict(source, model: str | Path, out_dir: str | Path = "predictions",
+            threshold: float = 0.5, max_detections: int = 100,
+            label_map: str | Path | None = None, draw: bool = True, batch: int = 1,
+            csv_path: str | Path | None = None, threads: int | None = None) -> dict:
+    """Detect objects in images with an exported model (SavedModel folder, frozen
+    graph ``.pb`` or ``.tflite``); write annotated PNGs, ``detections.json``
+    (COCO results format, ``image_id`` = file name) and ``detections.csv``
+    (filename,width,height,class,score,xmin,ymin,xmax,ymax in pixels); the log goes to
+    ``predict.log`` in ``out_dir``.
+
+    ``batch`` images go into one call when the model takes batches (see
+    :meth:`Detector.detect_batch`); ``image_tensor`` SavedModels and TFLite run
+    one image per call whatever ``batch`` says.
+
+    Example:
+        >>> predict("data/demo/voc/JPEGImages", "exports/demo/saved_model", "predictions")
+    """
+    from tqdm import tqdm
+
+    if batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}", where="--batch",
+                          fix="use --batch 8, for example")
+    images = list_images(source)
+    detector, categories = _open_model(model, batch, label_map, threads)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = Path(csv_path) if csv_path else out_dir / "detections.csv"
     results, rows, per_image = [], [], {}
-    t0 = time.time()
-    with tqdm(total=len(images), unit="img", desc="predict", disable=None) as bar:
-        for start in range(0, len(images), batch):
-            chunk = images[start:start + batch]
-            arrays = [_read_rgb(path) for path in chunk]
-            for path, rgb, out in zip(chunk, arrays, detector.detect_batch(arrays)):
-                keep = np.flatnonzero(out["scores"] >= threshold)[:max_detections]
-                h, w = rgb.shape[:2]
-                per_image[path.name] = int(len(keep))
-                for i in keep:
-                    ymin, xmin, ymax, xmax = (float(v) for v in out["boxes"][i])
-                    cls = int(out["classes"][i])
-                    name = categories.get(cls, {}).get("name", str(cls))
-                    score = float(out["scores"][i])
-                    results.append({"image_id": path.name, "category_id": cls,
-                                    "category": name,
-                                    "bbox": [xmin * w, ymin * h, (xmax - xmin) * w,
-                                             (ymax - ymin) * h], "score": score})
-                    rows.append([path.name, w, h, name, f"{score:.4f}", f"{xmin * w:.1f}",
-                                 f"{ymin * h:.1f}", f"{xmax * w:.1f}", f"{ymax * h:.1f}"])
-                if draw:
-                    from object_detection.utils import visualization_utils as vu
-
-                    canvas = rgb.copy()
-                    vu.visualize_boxes_and_labels_on_image_array(
-                        canvas, out["boxes"][keep], out["classes"][keep], out["scores"][keep],
-                        categories or {c: {"id": c, "name": str(c)}
-                                       for c in set(out["classes"][keep])},
-                        use_normalized_coordinates=True, min_score_thresh=threshold,
-                        max_boxes_to_draw=max_detections, line_thickness=2)
-                    Image.fromarray(canvas).save(out_dir / f"{path.stem}.png")
-            bar.update(len(chunk))
-    seconds = time.time() - t0
-    write_text_atomic(out_dir / "detections.json", json.dumps(results, indent=1))
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["filename", "width", "height", "class", "score",
-                         "xmin", "ymin", "xmax", "ymax"])
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
-    log.info("predict: %d images, %d detections >= %.2f with %s (%s) in %.1fs -> %s",
-             len(images), len(results), threshold, model, detector.kind, seconds, out_dir)
+    with stage_log(out_dir, "predict"):
+        t0 = time.time()
+        with tqdm(total=len(images), unit="img", desc="predict", disable=None) as bar:
+            for start in range(0, len(images), batch):
+                chunk = images[start:start + batch]
+                arrays = [_read_rgb(path) for path in chunk]
+                for path, rgb, out in zip(chunk, arrays, detector.detect_batch(arrays)):
+                    keep, found, lines = _detections(path, rgb, out, threshold,
+                                                     max_detections, categories)
+                    per_image[path.name] = int(len(keep))
+                    results += found
+                    rows += lines
+                    if draw:
+                        _draw(rgb, out, keep, categories, threshold, max_detections,
+                              out_dir / f"{path.stem}.png")
+                bar.update(len(chunk))
+        seconds = time.time() - t0
+        write_text_atomic(out_dir / "detections.json", json.dumps(results, indent=1))
+        _write_csv(rows, csv_path)
+        log.info("predict: %d images, %d detections >= %.2f with %s (%s) in %.1fs -> %s",
+                 len(images), len(results), threshold, model, detector.kind, seconds, out_dir)
     return {"images": len(images), "detections": len(results), "per_image": per_image,
             "out_dir": str(out_dir), "csv": str(csv_path), "seconds": seconds,
             "images_per_second": len(images) / seconds if seconds else None}

@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from tfod.layout import MAP, MAP50, RunDir
+
 log = logging.getLogger(__name__)
 
 LOSS_TAGS = ("Loss/total_loss", "Loss/classification_loss", "Loss/localization_loss",
@@ -64,6 +66,14 @@ def read_scalars(event_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
                     continue
                 out.setdefault(value.tag, {})[int(event.step)] = number  # later wins
     return {tag: sorted(points.items()) for tag, points in out.items()}
+
+
+def final_loss(train_dir: str | Path) -> float | None:
+    """The last ``Loss/total_loss`` in a run's ``train/`` events; None without events."""
+    if not list(Path(train_dir).glob("events.out.tfevents.*")):
+        return None
+    points = read_scalars(train_dir).get("Loss/total_loss")
+    return points[-1][1] if points else None
 
 
 def _line_plot(series: dict[str, list[tuple[int, float]]], path: Path, title: str,
@@ -131,7 +141,7 @@ def plot_confusion_matrix(matrix, names: list[str], path: str | Path,
 def eval_history(run_dir: str | Path) -> list[dict]:
     """The ``metrics.json`` of every evaluated checkpoint of a run, by step."""
     rows = []
-    for path in Path(run_dir, "eval").glob("ckpt-*/metrics.json"):
+    for path in RunDir(run_dir).eval_dir.glob("ckpt-*/metrics.json"):
         try:
             rows.append(json.loads(path.read_text()))
         except (OSError, ValueError):
@@ -163,8 +173,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     history = eval_history(run_dir)
     if history:
         series = {}
-        for key, label in (("DetectionBoxes_Precision/mAP", "mAP"),
-                           ("DetectionBoxes_Precision/mAP@.50IOU", "mAP@.5")):
+        for key, label in ((MAP, "mAP"), (MAP50, "mAP@.5")):
             series[label] = [(m["step"], m[key]) for m in history if key in m]
         written.append(_line_plot(series, out / "map.png", f"{run_dir.name}: mAP per checkpoint",
                                   "mAP"))

@@ -6,27 +6,18 @@ Everything is read from what ``tfod train`` and ``tfod eval`` wrote:
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from tfod.errors import ConfigError
+from tfod.layout import CONFIG, MAP, MAP50, RunDir, read_json
 
 log = logging.getLogger(__name__)
 
-MAP = "DetectionBoxes_Precision/mAP"
-MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
 COLUMNS = [("name", "run", "{}"), ("model", "model", "{}"), ("batch", "batch", "{}"),
            ("steps", "steps", "{}"), ("loss", "final loss", "{:.3f}"), ("mAP", "mAP", "{:.3f}"),
            ("mAP@.5", "mAP@.5", "{:.3f}"), ("duration", "duration", "{}"),
            ("status", "status", "{}")]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _read_pipeline(path: Path):
@@ -51,30 +42,28 @@ def _duration(seconds: float | None) -> str | None:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def _final_loss(run_dir: Path, summary: dict) -> float | None:
+def _final_loss(run: RunDir, summary: dict) -> float | None:
     if "loss" in summary:
         return summary["loss"]
-    if not list((run_dir / "train").glob("events.out.tfevents.*")):
-        return None
-    from tfod.plots import read_scalars
+    from tfod.plots import final_loss
 
-    points = read_scalars(run_dir / "train").get("Loss/total_loss")
-    return points[-1][1] if points else None
+    return final_loss(run.train_dir)
 
 
 def run_row(run_dir: str | Path) -> dict:
     """One run's row: name, model, batch, steps, final loss, mAP, mAP@.5, duration."""
     run_dir = Path(run_dir)
-    proto = _read_pipeline(run_dir / "pipeline.config")
+    run = RunDir(run_dir)
+    proto = _read_pipeline(run.config)
     arch = proto.model.WhichOneof("model")
     extractor = getattr(proto.model, arch).feature_extractor.type if arch else ""
-    summary = _read_json(run_dir / "train_summary.json")
-    metrics = _read_json(run_dir / "eval" / "metrics.json")
+    summary = read_json(run.summary) or {}
+    metrics = read_json(run.metrics) or {}
     return {"name": run_dir.name, "path": str(run_dir),
             "model": f"{arch}/{extractor}" if extractor else arch,
             "batch": proto.train_config.batch_size,
             "steps": summary.get("step", f"0/{proto.train_config.num_steps}"),
-            "loss": _final_loss(run_dir, summary), "mAP": metrics.get(MAP),
+            "loss": _final_loss(run, summary), "mAP": metrics.get(MAP),
             "mAP@.5": metrics.get(MAP50), "eval_step": metrics.get("step"),
             "duration": _duration(summary.get("seconds")),
             "status": summary.get("status", "running" if list(run_dir.glob("ckpt-*.index"))
@@ -93,7 +82,7 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
         raise ConfigError("runs folder not found", where=str(root),
                           fix="train a run first (`tfod train`), or pass --root")
     rows = []
-    for config in sorted(root.glob("*/pipeline.config")):
+    for config in sorted(root.glob(f"*/{CONFIG}")):
         try:
             rows.append(run_row(config.parent))
         except ConfigError as exc:
@@ -148,9 +137,9 @@ def _resolve(run: str | Path, root: Path) -> Path:
     for candidate in (Path(run), root / str(run)):
         if candidate.is_file():
             return candidate
-        if (candidate / "pipeline.config").is_file():
-            return candidate / "pipeline.config"
-    names = sorted(p.parent.name for p in root.glob("*/pipeline.config")) if root.is_dir() else []
+        if RunDir(candidate).config.is_file():
+            return RunDir(candidate).config
+    names = sorted(p.parent.name for p in root.glob(f"*/{CONFIG}")) if root.is_dir() else []
     raise ConfigError(f"run {str(run)!r} not found", where=str(root),
                       fix=f"available: {', '.join(names) or 'none'}")
 

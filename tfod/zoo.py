@@ -34,52 +34,37 @@ looks installed ever exists half-written, and nothing is unbounded:
   a symlink chain longer than PATH_MAX).
 
 ``install(name, from_file=...)`` does the same from a local archive, for
-machines without internet.
+machines without internet. The download is :mod:`tfod.download`'s, the extraction
+:mod:`tfod.archive`'s; this module holds the registry, the hashes and the installs.
 """
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import dataclasses
 import datetime
 import difflib
-import gzip
 import hashlib
-import http.client
 import json
 import logging
 import lzma
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from tfod.errors import TfodError
+from tfod.archive import read_archive
+from tfod.download import CHUNK, MB, check_url, fetch, resume_info
+from tfod.errors import ZooError
 from tfod.files import check_name
 
 log = logging.getLogger(__name__)
 
 ZOO_BASE = "https://download.tensorflow.org/models/object_detection/tf2"
-CHUNK = 1 << 20
-MB = 1 << 20
 MAX_DOWNLOAD_MB = 2048  # largest registry archive: ~250 MB (SSD ResNet50 FPN 640)
-MAX_EXTRACT_MB = 2048  # total declared size of the members
-MAX_RATIO = 50  # declared size / archive size (checkpoints compress ~1.1x)
-RATIO_FLOOR_MB = 16  # the ratio cap never refuses less than this (tiny archives)
-MAX_MEMBERS = 10_000  # a zoo archive has about 10
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class ZooError(TfodError):
-    """A zoo model that cannot be found, downloaded, verified or extracted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +168,7 @@ def download(name: str, dest: str | Path = "pretrained", url: str | None = None,
         PosixPath('pretrained/ssd_mobilenet_v2_320')
     """
     url, expected, origin = _source(name, url, sha256)
-    _check_url(url)
+    check_url(url)
     dest, target = Path(dest), Path(dest) / name
     if _already_installed(name, target):
         return target
@@ -193,10 +178,10 @@ def download(name: str, dest: str | Path = "pretrained", url: str | None = None,
     if not archive.is_file():
         part = dest / f"{name}.tar.gz.part"
         log.info("zoo: downloading %s -> %s", url, archive)
-        final_url = _fetch(url, part, progress=progress, timeout=timeout,
+        final_url = fetch(url, part, progress=progress, timeout=timeout,
                            max_bytes=int(max_download_mb * MB))
         os.replace(part, archive)
-        _resume_info(part).unlink(missing_ok=True)
+        resume_info(part).unlink(missing_ok=True)
     digest = _verify(archive, expected)
     try:
         result = _install_archive(name, archive, dest, digest, source=url, origin=origin,
@@ -285,16 +270,6 @@ def _source(name: str, url: str | None, sha256: str | None) -> tuple[str, str | 
     return url or model.url, (expected[0] if expected else None), origin
 
 
-def _check_url(url: str, where: str | None = None) -> None:
-    """HTTPS only; plain http only to the loopback interface (local mirrors, tests)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-        return
-    raise ZooError(f"refused to download over {parts.scheme or 'no scheme'}://",
-                   where=where or url,
-                   fix="use an https:// URL (http only for 127.0.0.1/localhost)")
-
-
 def _unverified_policy(name: str, url: str | None, expected: str | None,
                        allow_unverified: bool, where: str | None = None) -> None:
     """No expected hash: refuse unless allowed, except for a registry model fetched from
@@ -313,131 +288,6 @@ def _unverified_policy(name: str, url: str | None, expected: str | None,
     log.warning("%s\nWARNING: UNVERIFIED ARCHIVE for %s: no published sha256 to check it "
                 "against.\nIts sha256 is recorded in zoo.json and checked on every later "
                 "use;\ncompare it with a trusted copy, or pass --sha256.\n%s", bar, name, bar)
-
-
-class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to an URL :func:`_check_url` accepts."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
-        _check_url(newurl, where=f"redirect from {req.full_url} to {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _resume_info(part: Path) -> Path:
-    """Next to a ``.part``: the URL it came from and the server's validator."""
-    return part.with_name(part.name + ".json")
-
-
-def _validator(headers) -> str | None:
-    """A strong validator for If-Range: an ETag that is not weak, else Last-Modified."""
-    etag = headers.get("ETag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return headers.get("Last-Modified")
-
-
-def _fetch(url: str, part: Path, progress: bool, timeout: float, max_bytes: int) -> str:
-    """Stream ``url`` into ``part`` (at most ``max_bytes``), resuming what is there when
-    the server confirms the file is unchanged; raise if it ends early. Returns the final
-    URL after redirects."""
-    from tqdm import tqdm
-
-    info_path = _resume_info(part)
-    info = {}
-    offset = part.stat().st_size if part.is_file() else 0
-    if offset:
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(info_path.read_text())
-        if info.get("url") != url or not info.get("validator"):
-            log.warning("zoo: %s has no saved validator for this URL; downloading from the "
-                        "start", part)
-            offset = 0
-    request = urllib.request.Request(url, headers={"User-Agent": "tfod"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-        request.add_header("If-Range", info["validator"])
-    opener = urllib.request.build_opener(_HttpsRedirects)
-    try:
-        response = opener.open(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416 and offset:  # validator matched, nothing left after offset
-            total = re.match(r"bytes \*/(\d+)", exc.headers.get("Content-Range", "") or "")
-            if total and int(total.group(1)) == offset:
-                return info.get("final_url", url)  # the .part is already complete
-            log.warning("zoo: server refused to resume %s (HTTP 416); starting again", part)
-            part.unlink()
-            return _fetch(url, part, progress, timeout, max_bytes)
-        raise ZooError(f"download failed: HTTP {exc.code} {exc.reason}", where=url,
-                       fix="check the URL (tfod zoo info NAME), or use --url with a mirror")
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ZooError(f"download failed: {reason}", where=url,
-                       fix="check the network, or download the archive elsewhere and use "
-                       "`tfod zoo install NAME --from-file ARCHIVE`") from None
-    with response:
-        final_url = response.geturl()
-        _check_url(final_url)
-        if offset and response.status == 206:
-            start = _range_start(response.headers.get("Content-Range", ""))
-            if start != offset:
-                raise ZooError(f"server resumed at byte {start}, not {offset}", where=url,
-                               fix=f"delete {part} and run the command again")
-            mode = "ab"
-            log.info("zoo: resuming %s at %d bytes", part.name, offset)
-        else:
-            if offset:
-                log.warning("zoo: the remote file changed since the partial download (or the "
-                            "server ignores ranges); downloading from the start")
-            offset, mode = 0, "wb"
-            info = {"url": url, "validator": _validator(response.headers)}
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None and length.isdigit() else None
-        cap_fix = f"if the file is right, raise the cap: --max-download-mb " \
-                  f"{max(2 * max_bytes // MB, 1)}"
-        if total is not None and total > max_bytes:
-            _discard(part)
-            raise ZooError(f"download of {total} bytes exceeds the cap of {max_bytes} bytes "
-                           "(Content-Length); nothing downloaded", where=final_url, fix=cap_fix)
-        info["final_url"] = final_url
-        info_path.write_text(json.dumps(info))
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=part.name.removesuffix(".tar.gz.part"), dynamic_ncols=True,
-                   disable=not (progress and sys.stderr.isatty()))
-        size = offset
-        try:
-            with open(part, mode) as out, bar:
-                while True:
-                    chunk = response.read1(CHUNK)  # what has arrived: a kill keeps it
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if size > max_bytes:
-                        break
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            size = part.stat().st_size
-            log.debug("zoo: read error %r", exc)
-    if size > max_bytes:
-        _discard(part)
-        raise ZooError(f"download exceeds the cap of {max_bytes} bytes; stopped and deleted",
-                       where=final_url, fix=cap_fix)
-    if total is not None and size < total:
-        raise ZooError(f"download ended early at {size} of {total} bytes", where=url,
-                       fix="run the same command again to resume it")
-    log.info("zoo: downloaded %d bytes", size)
-    return final_url
-
-
-def _discard(part: Path) -> None:
-    part.unlink(missing_ok=True)
-    _resume_info(part).unlink(missing_ok=True)
-
-
-def _range_start(content_range: str) -> int | None:
-    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", content_range.strip())
-    return int(match.group(1)) if match else None
 
 
 def _sha256(path: Path) -> str:
@@ -514,165 +364,6 @@ def _checkpoint_prefix(folder: Path) -> Path | None:
 
 # -- extraction --------------------------------------------------------------------------
 
-class _Budget:
-    """A read-only stream that refuses to yield more than ``limit`` bytes (a bound on
-    decompression, whatever the tar headers say)."""
-
-    def __init__(self, stream, limit: int, archive: Path):
-        self.stream, self.limit, self.archive, self.count = stream, limit, archive, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(CHUNK if size is None or size < 0 else size)
-        self.count += len(data)
-        if self.count > self.limit:
-            raise ZooError(f"archive decompresses to more than {self.limit} bytes; refused",
-                           where=str(self.archive), fix="get the archive from the zoo URL")
-        return data
-
-
-@contextlib.contextmanager
-def _decompressed(archive: Path, limit: int):
-    with open(archive, "rb") as f:
-        magic = f.read(6)
-    opener = open
-    for prefix, candidate in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open),
-                              (b"\xfd7zXZ", lzma.open)):
-        if magic.startswith(prefix):
-            opener = candidate
-    with opener(archive, "rb") as stream:
-        yield _Budget(stream, limit, archive)
-
-
-def _refuse(what: str, where: str) -> ZooError:
-    return ZooError(what, where=where, fix="refused; get the archive from the zoo URL")
-
-
-def _check_member(m: tarfile.TarInfo, archive: Path) -> None:
-    """Regular files and folders with relative paths inside the archive, nothing else."""
-    where = f"{archive}: member {m.name!r}"
-    path = PurePosixPath(m.name)
-    if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or path.is_absolute():
-        raise _refuse("absolute path in the archive", where)
-    if ".." in path.parts:
-        raise _refuse("'..' in a path of the archive", where)
-    if m.issym() or m.islnk():
-        raise _refuse(f"link member (to {m.linkname!r}) in the archive; zoo checkpoints "
-                      "hold none", where)
-    if m.issparse():
-        raise _refuse("sparse file in the archive", where)
-    if not (m.isfile() or m.isdir()):
-        raise _refuse("device, fifo or other special file in the archive", where)
-
-
-def _limits(archive: Path, max_extract_mb: float | None) -> tuple[int, str]:
-    """(cap on the total declared size in bytes, how to raise it)."""
-    if max_extract_mb is not None:
-        return int(max_extract_mb * MB), f"--max-extract-mb {2 * max_extract_mb:g}"
-    ratio = max(MAX_RATIO * archive.stat().st_size, RATIO_FLOOR_MB * MB)
-    return min(MAX_EXTRACT_MB * MB, ratio), "--max-extract-mb MB if you trust the archive"
-
-
-def _read_archive(archive: Path, max_extract_mb: float | None,
-                  into: Path | None = None) -> dict[str, str]:
-    """One pass over the archive as a stream: check every member, the member count and
-    the running total of declared sizes; with ``into``, write each member there.
-    Returns {path relative to ``into``: sha256} of the files written."""
-    cap, raise_fix = _limits(archive, max_extract_mb)
-    budget = cap + 3 * tarfile.BLOCKSIZE * MAX_MEMBERS + MB  # data + headers + padding
-    files: dict[str, str] = {}
-    count = total = 0
-    root_real = os.path.realpath(into) if into is not None else ""
-    with _decompressed(archive, budget) as stream:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise _refuse(f"more than {MAX_MEMBERS} members in the archive",
-                                  str(archive))
-                _check_member(member, archive)
-                total += member.size if member.isfile() else 0
-                if total > cap:
-                    raise ZooError(f"members declare more than {cap} bytes (at {member.name!r})"
-                                   f"; archive is {archive.stat().st_size} bytes",
-                                   where=str(archive), fix=f"refused; {raise_fix}")
-                if into is not None:
-                    written = _write_member(tar, member, into, root_real, archive)
-                    if written is not None:
-                        files[written[0]] = written[1]
-        while stream.read(CHUNK):  # to the end: a damaged stream fails its CRC here
-            pass
-    if count == 0:
-        raise ZooError("not a readable .tar.gz archive (no members)", where=str(archive),
-                       fix="delete it and download it again")
-    return files
-
-
-def _open_dir(root: Path, parts: list[str], where: str) -> int:
-    """A file descriptor of ``root/parts...``, each folder created if missing and opened
-    with ``O_NOFOLLOW|O_DIRECTORY`` relative to the one before: a link anywhere on the
-    way is an error, whatever the path looks like as text. The caller closes it."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(root, flags)
-    try:
-        for part in parts:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
-            try:
-                child = os.open(part, flags, dir_fd=fd)
-            except (NotADirectoryError, OSError) as exc:
-                raise _refuse(f"member path runs through something that is not a folder "
-                              f"({exc.strerror})", where) from None
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _inside(fd: int, root_real: str) -> bool:
-    """Where the folder open as ``fd`` really is, asked of the filesystem (Linux: the
-    /proc/self/fd link), lies inside ``root_real``."""
-    proc = f"/proc/self/fd/{fd}"
-    if not os.path.exists(proc):  # not Linux: the per-component O_NOFOLLOW walk is the guard
-        return True
-    real = os.readlink(proc)
-    return os.path.commonpath([real, root_real]) == root_real
-
-
-def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, root_real: str,
-                  archive: Path) -> tuple[str, str] | None:
-    """Write one checked member under ``root``: (relative path, sha256), None for folders."""
-    where = f"{archive}: member {member.name!r}"
-    parts = [p for p in PurePosixPath(member.name).parts if p not in ("", ".")]
-    if not parts:
-        return None
-    fd = _open_dir(root, parts if member.isdir() else parts[:-1], where)
-    try:
-        if not _inside(fd, root_real):
-            raise _refuse("member would be written outside the extraction folder", where)
-        if member.isdir():
-            return None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | \
-            getattr(os, "O_CLOEXEC", 0)
-        try:
-            out_fd = os.open(parts[-1], flags, 0o644, dir_fd=fd)
-        except FileExistsError:
-            raise _refuse("the same path twice in the archive", where) from None
-    finally:
-        os.close(fd)
-    digest, size = hashlib.sha256(), 0
-    with os.fdopen(out_fd, "wb") as out, tar.extractfile(member) as src:
-        for block in iter(lambda: src.read(CHUNK), b""):
-            out.write(block)
-            digest.update(block)
-            size += len(block)
-    if size != member.size:
-        raise ZooError(f"member ended early ({size} of {member.size} bytes)", where=where,
-                       fix="delete the archive and download it again")
-    return "/".join(parts), digest.hexdigest()
-
-
 def _install_archive(name: str, archive: Path, dest: Path, digest: str, source: str,
                      origin: str, final_url: str | None,
                      max_extract_mb: float | None) -> Path:
@@ -680,8 +371,8 @@ def _install_archive(name: str, archive: Path, dest: Path, digest: str, source: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.extracting-", dir=dest))
     try:
         try:
-            _read_archive(archive, max_extract_mb)  # every check, before any write
-            files = _read_archive(archive, max_extract_mb, into=tmp)
+            read_archive(archive, max_extract_mb)  # every check, before any write
+            files = read_archive(archive, max_extract_mb, into=tmp)
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
             raise ZooError(f"not a readable .tar.gz archive ({exc})", where=str(archive),
                            fix="delete it and download it again") from None

@@ -43,7 +43,8 @@ def _helps(parser: argparse.ArgumentParser, prefix: str, out: dict, flags: dict)
 
 
 def snapshot() -> dict:
-    """``{"all": [...], "signatures": {name: str}, "help": {"tfod train": text},
+    """``{"all": [...], "signatures": {name: [[parameter, kind, default, annotation]]},
+    "help": {"tfod train": text},
     "flags": {"tfod train": [one line per argument]}}`` at a terminal width of 100."""
     os.environ["COLUMNS"] = "100"
     import tfod
@@ -53,7 +54,8 @@ def snapshot() -> dict:
     for name in tfod.__all__:
         value = getattr(tfod, name)
         if callable(value) and not isinstance(value, type):
-            signatures[name] = str(inspect.signature(value))
+            signatures[name] = [[p.name, p.kind.name, repr(p.default), str(p.annotation)]
+                                for p in inspect.signature(value).parameters.values()]
     helps: dict[str, str] = {}
     flags: dict[str, list[str]] = {}
     _helps(build_parser(), "tfod", helps, flags)

@@ -15,7 +15,7 @@ A JSON summary (per file, every failure with its message) goes to ``--json``.
 This file is also the pytest plugin loaded into every test process
 (``-p odapi_selftest``). The plugin imports :mod:`tfod` before anything else
 (so the compat import hook is in place) and adds the adaptations that only the
-OD API's *tests* need; library fixes belong in ``tfod/compat.py``:
+OD API's *tests* need; library fixes belong in ``tfod/compat/``:
 
 * test data the sdist does not ship (``test_data/``, ``data/*.pbtxt``,
   ``samples/configs/``, ``test_images/``): tiny stand-ins are generated in the
@@ -621,7 +621,7 @@ def pytest_collection_modifyitems(session, config, items):
                     and not (odapi_dir() / why[0]).exists():
                 item.add_marker(pytest.mark.skip(reason=f"not runnable: {why[1]}"))
     for module in {getattr(item, "module", None) for item in items} - {None}:
-        compat._numpy_aliases(module)
+        compat.shims._numpy_aliases(module)
         if module.__name__.rpartition(".")[2] in _SIZE_ONE_INT_MODULES:
             module.int = _SizeOneInt  # int(tensor of shape [1]) as before numpy 2.4
 

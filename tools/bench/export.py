@@ -30,10 +30,11 @@ def _val_images(run: Path, folder: Path, count: int) -> Path:
     spread over the same number of calls for every run)."""
     from PIL import Image
 
-    from tfod import pipeline
-    from tfod.exporter import _decoded_records, _record_files
+    from tfod.config import templates
+    from tfod.exporter.records import _decoded_records, _record_files
+    from tfod.layout import RunDir
 
-    configs = pipeline.load_configs(pipeline.resolve_run(run)[0])
+    configs = templates.load_configs(RunDir.of(run)[0])
     folder.mkdir(parents=True, exist_ok=True)
     images = []
     for example in _decoded_records(_record_files(configs["eval_input_configs"][0], "eval")):
@@ -56,17 +57,17 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
     import tfod  # noqa: F401
-    from tfod.exporter import _resolve, export, export_saved_model
+    from tfod.exporter import export, export_saved_model
     from tfod.inference import predict
-    from tfod.pipeline import resolve_run
+    from tfod.layout import RunDir
 
     with tempfile.TemporaryDirectory(prefix="tfod-bench-export-") as tmp:
         work = Path(tmp)
         result = export(args.run, out_dir=work / "export", formats=VARIANTS,
                         calibration_images=args.calibration_images, evaluate=not args.no_eval)
         rows = result["artefacts"]
-        config = resolve_run(args.run)[0]
-        saved = export_saved_model(config, _resolve(config, None), work / "float",
+        config, run = RunDir.of(args.run)
+        saved = export_saved_model(config, run.resolve_checkpoint(None), work / "float",
                                    input_type="float_image_tensor")
         images = _val_images(args.run, work / "images", args.images)
         speed = {}

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 sys.path.insert(0, str(ROOT))
-from tfod.tfrecord import count_records  # noqa: E402  (reads the framing; no TensorFlow)
+from tfod.data.tfrecord import count_records  # noqa: E402  (reads the framing; no TensorFlow)
 
 PEER = ("import tfod, runpy, sys; sys.argv = sys.argv[1:]; "
         "runpy.run_module('object_detection.dataset_tools.create_pascal_tf_record', "

@@ -99,8 +99,8 @@ def main() -> None:
         raise SystemExit("--odd-steps must be above 100 (per-step time from step 100)")
     sys.path.insert(0, str(ROOT))
     from tfod.data import prepare_dataset
-    from tfod.pipeline import patch_pipeline_for_dataset
-    from tfod.synth import synthesize
+    from tfod.config import patch_pipeline_for_dataset
+    from tfod.data.synth import synthesize
 
     work = Path(tempfile.mkdtemp(prefix="tfod-bench-train-"))
     try:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_variant(spec: str, data: Path, work: Path) -> dict:
     from tfod.evaluation import evaluate
-    from tfod.pipeline import patch_pipeline_for_dataset
+    from tfod.config import patch_pipeline_for_dataset
     from tfod.training import train
 
     name, *items = spec.split()

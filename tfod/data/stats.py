@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from tfod.annotations import Record
+from tfod.data.annotations import Record
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 datasets): it hashes the bytes, decodes the image to catch truncated and
 corrupt files, reads the real size, colour mode and EXIF orientation, and then
 checks every box against that image. What cannot be used is dropped and
-counted in the :class:`~tfod.annotations.Report` with the file and the reason;
+counted in the :class:`~tfod.data.annotations.Report` with the file and the reason;
 what is handled (greyscale, CMYK, RGBA, PNG, EXIF rotation) is counted as a
 note, so the report says what the model will see. JPEGs whose bytes pass
 through unchanged are checked for structure (:func:`jpeg_structure_error`), the
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tfod.annotations import CLIP_TOLERANCE, Box, Record, Report
+from tfod.data.annotations import CLIP_TOLERANCE, Box, Record, Report
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,258 @@
+"""Each export format from a checkpoint: SavedModel (``exporter_lib_v2``), frozen graph
+(the SavedModel's serving function with its variables folded into constants), TFLite
+(``export_tflite_graph_lib_tf2`` traced once, then one converter run per variant:
+float32, float16, dynamic range, int8 calibrated on training images).
+
+To add a format: write ``export_<format>(configs, checkpoint, out_dir)`` here, name it in
+:data:`tfod.exporter.FORMATS` and call it from :func:`tfod.exporter.export`
+(docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tfod.config.templates import (TFLITE_ARCHS, image_size, load_configs,
+                                   meta_architecture)
+from tfod.errors import ExportError
+from tfod.exporter.records import _decoded_records, _record_files
+from tfod.layout import ExportDir
+
+log = logging.getLogger(__name__)
+
+INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor",
+               "tf_example")
+TFLITE_FILES = ExportDir.TFLITE_FILES
+
+
+def _configs(config: str | Path | dict) -> dict:
+    return config if isinstance(config, dict) else load_configs(config)
+
+
+def _checkpoint_dir(checkpoint: str, workdir: Path) -> str:
+    """A folder whose latest checkpoint is ``checkpoint`` (the OD API exporters take a dir)."""
+    import tensorflow as tf
+
+    ckpt_dir = workdir / "checkpoint_ref"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir), str(Path(checkpoint).resolve()))
+    return str(ckpt_dir)
+
+
+def check_input_type(input_type: str) -> None:
+    """Refuse an input type ``exporter_lib_v2`` does not know."""
+    if input_type not in INPUT_TYPES:
+        raise ExportError(f"unknown input type {input_type!r}", where="--input-type",
+                          fix=f"use one of: {', '.join(INPUT_TYPES)}")
+
+
+def check_tflite_arch(configs: dict, where: str) -> None:
+    """Refuse TFLite for a meta-architecture ``export_tflite_graph_lib_tf2`` cannot trace."""
+    arch = meta_architecture(configs)
+    if arch not in TFLITE_ARCHS:
+        raise ExportError(f"the OD API cannot export a {arch} model to TFLite "
+                          f"(only {' and '.join(TFLITE_ARCHS)})", where=f"{where} model.{arch}",
+                          fix="use an SSD or CenterNet template, or export "
+                              "saved_model,frozen_graph only")
+
+
+def export_saved_model(config: str | Path | dict, checkpoint: str, out_dir: str | Path,
+                       input_type: str = "image_tensor") -> Path:
+    """SavedModel with the OD API's ``exporter_lib_v2``; returns ``out_dir/saved_model``.
+
+    ``config`` is a pipeline.config path or an already parsed config dict.
+
+    Example:
+        >>> export_saved_model("runs/demo/pipeline.config", "runs/demo/ckpt-3", "exports/demo")
+    """
+    from object_detection import exporter_lib_v2
+    from object_detection.utils import config_util
+
+    check_input_type(input_type)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto = config_util.create_pipeline_proto_from_configs(_configs(config))
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as t:
+        work = Path(t)
+        exporter_lib_v2.export_inference_graph(input_type, proto,
+                                               _checkpoint_dir(checkpoint, work),
+                                               str(work / "out"))
+        final = ExportDir(out_dir).saved_model
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(work / "out" / "saved_model", final)
+    return final
+
+
+def export_frozen_graph(saved_model: str | Path, out_dir: str | Path) -> Path:
+    """``frozen_graph.pb``: the SavedModel's ``serving_default`` function with its
+    variables folded into constants, plus ``frozen_graph.json`` naming the input
+    and output tensors. Load it with ``tf.compat.v1.import_graph_def`` (or
+    :func:`tfod.inference.load_detector`).
+
+    Example:
+        >>> export_frozen_graph("exports/demo/saved_model", "exports/demo")
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    out_dir = Path(out_dir)
+    loaded = tf.saved_model.load(str(saved_model))  # keeps the variables alive
+    fn = loaded.signatures["serving_default"]
+    frozen = convert_variables_to_constants_v2(fn)
+    specs = fn.structured_input_signature[1]
+    placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+    if len(specs) != 1 or len(placeholders) != 1:
+        raise ExportError(f"expected one image input, found {sorted(specs)}",
+                          where=str(saved_model), fix="export without side inputs")
+    (key, spec), = specs.items()
+    meta = {"inputs": {key: {"name": placeholders[0].name, "dtype": spec.dtype.name,
+                             "shape": [-1 if d is None else int(d) for d in spec.shape]}},
+            "outputs": {k: v.name for k, v in sorted(tf.nest.pack_sequence_as(
+                fn.structured_outputs, frozen.outputs).items())}}
+    final = ExportDir(out_dir).frozen_graph
+    tmp = out_dir / f".frozen_graph.pb.tmp-{os.getpid()}"
+    tmp.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    os.replace(tmp, final)
+    ExportDir(out_dir).frozen_graph_meta.write_text(json.dumps(meta, indent=2))
+    return final
+
+
+def _input_normalisation(configs: dict) -> tuple[float, float]:
+    """(scale, offset) such that TFLite input = pixel * scale + offset.
+
+    The SSD graph of ``export_tflite_graph_lib_tf2`` calls ``model.predict``
+    only, so its input must already be normalised: measured by running the
+    model's own ``preprocess`` on two flat images. The CenterNet graph calls
+    ``preprocess`` itself and takes raw pixels (scale 1, offset 0).
+    """
+    import tensorflow as tf
+    from object_detection.builders import model_builder
+
+    if meta_architecture(configs) == "center_net":
+        return 1.0, 0.0
+    model = model_builder.build(configs["model"], is_training=False)
+    h, w = image_size(configs)
+    probe = tf.stack([tf.zeros([h, w, 3]), tf.fill([h, w, 3], 255.0)])
+    processed, _ = model.preprocess(probe)
+    low = float(tf.reduce_mean(processed[0]))
+    high = float(tf.reduce_mean(processed[1]))
+    return (high - low) / 255.0, low
+
+
+def calibration_images(configs: dict, count: int = 100) -> list[np.ndarray]:
+    """Up to ``count`` RGB uint8 images from the training TFRecords, decoded by the
+    OD API's ``TfExampleDecoder`` (for int8 calibration).
+
+    Example:
+        >>> images = calibration_images(load_configs("runs/demo/pipeline.config"))
+    """
+    files = _record_files(configs["train_input_config"], "training")
+    images = []
+    for example in _decoded_records(files):
+        images.append(example["image"][..., :3])
+        if len(images) >= count:
+            break
+    if len(images) < count:
+        log.warning("export: only %d training images for int8 calibration (asked for %d)",
+                    len(images), count)
+    return images
+
+
+def _convert(graph_dir: Path, variant: str, representative=None) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(graph_dir))
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # integer kernels everywhere they exist; the detection post-processing stays float
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.inference_input_type = tf.uint8
+    return converter.convert()
+
+
+def export_tflite(config: str | Path | dict, checkpoint: str, out_dir: str | Path,
+                  max_detections: int = 10, variants: Sequence[str] = ("float32",),
+                  calibration_images_count: int = 100) -> dict[str, Path]:
+    """TFLite files through ``export_tflite_graph_lib_tf2`` (traced once) and the
+    converter (once per variant: ``float32``, ``float16``, ``dynamic``, ``int8``).
+
+    The SSD models take a [1,H,W,3] image normalised as written in
+    ``tflite.json`` (float32) or its uint8 quantisation (int8: raw pixels); the
+    post-processing is the TFLite detection op. int8 is calibrated with
+    ``calibration_images_count`` training images resized and normalised exactly
+    as :class:`tfod.inference.TFLiteDetector` feeds them.
+
+    Example:
+        >>> export_tflite("runs/demo/pipeline.config", "runs/demo/ckpt-3", "exports/demo",
+        ...               variants=["float32", "int8"])
+    """
+    from object_detection import export_tflite_graph_lib_tf2
+    from object_detection.utils import config_util
+    from tfod.inference import tflite_input
+
+    configs = _configs(config)
+    check_tflite_arch(configs, str(config) if not isinstance(config, dict) else "config")
+    unknown = [v for v in variants if v not in TFLITE_FILES]
+    if unknown:
+        raise ExportError(f"unknown TFLite variant(s) {', '.join(unknown)}", where="variants",
+                          fix=f"use some of: {', '.join(TFLITE_FILES)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale, offset = _input_normalisation(configs)
+    size = image_size(configs)
+    calibration = calibration_images(configs, calibration_images_count) \
+        if "int8" in variants else []
+    proto = config_util.create_pipeline_proto_from_configs(configs)
+    written, meta = {}, {}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as t:
+        work = Path(t)
+        t0 = time.time()
+        export_tflite_graph_lib_tf2.export_tflite_model(
+            proto, _checkpoint_dir(checkpoint, work), str(work / "tflite_graph"),
+            max_detections, use_regular_nms=False)
+        log.info("export: TFLite graph traced in %.0fs", time.time() - t0)
+
+        def representative():
+            for image in calibration:
+                yield [tflite_input(image, size, scale, offset)]
+
+        for variant in variants:
+            t0 = time.time()
+            model_bytes = _convert(work / "tflite_graph" / "saved_model", variant,
+                                   representative)
+            final = ExportDir(out_dir).tflite(variant)
+            tmp = work / final.name
+            tmp.write_bytes(model_bytes)
+            os.replace(tmp, final)
+            written[variant] = final
+            meta[final.name] = {"input_size": list(size), "input_scale": scale,
+                                "input_offset": offset,
+                                "input_dtype": "uint8" if variant == "int8" else "float32",
+                                "variant": variant, "max_detections": max_detections}
+            if variant == "int8":
+                meta[final.name]["calibration_images"] = len(calibration)
+            log.info("export: %s (%.2f MB) in %.0fs", final.name, len(model_bytes) / 2**20,
+                     time.time() - t0)
+    meta_path = ExportDir(out_dir).tflite_meta
+    if meta_path.is_file():
+        meta = {**json.loads(meta_path.read_text()), **meta}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return written
