@@ -62,7 +62,7 @@ def test_batched_predict_equals_one_by_one(tiny_run, tmp_path):
     from tfod.layout import RunDir
 
     config = tiny_run["run_dir"] / "pipeline.config"
-    saved = export_saved_model(config, RunDir(config.parent).resolve_checkpoint(None),
+    saved = export_saved_model(config, RunDir(config.parent).pick_checkpoint(None),
                                tmp_path / "float", input_type="float_image_tensor")
     detector = load_detector(saved)
     assert detector.max_batch is None

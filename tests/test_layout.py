@@ -70,27 +70,27 @@ def test_checkpoints_in_numeric_order_and_resolution(tmp_path):
     (tmp_path / "ckpt-x.index").write_text("")  # not a checkpoint of tfod's numbering
     assert run.checkpoints() == sorted(prefixes, key=lambda p: int(p.rsplit("-", 1)[1]))
     (tmp_path / "checkpoint").write_text(f'model_checkpoint_path: "{prefixes[0]}"\n')
-    assert run.resolve_checkpoint(None) == prefixes[0]
-    assert run.resolve_checkpoint("latest") == prefixes[0]
-    assert run.resolve_checkpoint(prefixes[1]) == prefixes[1]
+    assert run.pick_checkpoint(None) == prefixes[0]
+    assert run.pick_checkpoint("latest") == prefixes[0]
+    assert run.pick_checkpoint(prefixes[1]) == prefixes[1]
     with pytest.raises(ExportError, match="checkpoint not found"):
-        run.resolve_checkpoint(str(tmp_path / "ckpt-99"), ExportError)
+        run.pick_checkpoint(str(tmp_path / "ckpt-99"), ExportError)
     with pytest.raises(ConfigError, match="no evaluated checkpoint to pick the best from"):
-        run.resolve_checkpoint("best")
+        run.pick_checkpoint("best")
     for prefix, value in zip(prefixes, (0.2, 0.5, 0.5)):  # ties: the earlier step wins
         metrics = run.checkpoint_metrics(prefix)
         metrics.parent.mkdir(parents=True)
         step = int(prefix.rsplit("-", 1)[1])
         metrics.write_text(json.dumps({"checkpoint": prefix, "step": step, MAP: value,
                                        MAP50: value + 0.1}))
-    assert run.resolve_checkpoint("best") == prefixes[2]
+    assert run.pick_checkpoint("best") == prefixes[2]
     best = best_checkpoint(run.eval_dir)
     assert best == {"checkpoint": prefixes[2], "step": 1, "mAP": 0.5, "mAP@.5": 0.6,
                     "metrics": str(run.checkpoint_metrics(prefixes[2]))}
     empty = RunDir(tmp_path / "empty")
     empty.root.mkdir()
     with pytest.raises(TrainError, match="no checkpoint found"):
-        empty.resolve_checkpoint(None, TrainError)
+        empty.pick_checkpoint(None, TrainError)
 
 
 def test_read_json_only_objects(tmp_path):

@@ -153,7 +153,7 @@ class RunDir:
                 found.append((int(match.group(1)), str(index.with_suffix(""))))
         return [prefix for _, prefix in sorted(found)]
 
-    def resolve_checkpoint(self, checkpoint: str | None,
+    def pick_checkpoint(self, checkpoint: str | None,
                            error: type[TfodError] = ConfigError) -> str:
         """A checkpoint prefix of this run: ``checkpoint`` as given, ``best`` (highest mAP
         of ``tfod eval``), or the latest when None or ``latest``."""

@@ -133,7 +133,7 @@ def _flatten(message, prefix: str = "", out: dict | None = None) -> dict:
     return out
 
 
-def _resolve(run: str | Path, root: Path) -> Path:
+def _run_config(run: str | Path, root: Path) -> Path:
     for candidate in (Path(run), root / str(run)):
         if candidate.is_file():
             return candidate
@@ -155,8 +155,8 @@ def diff_runs(a: str | Path, b: str | Path, root: str | Path = "runs") -> list[t
         [('train_config.batch_size', 8, 16)]
     """
     root = Path(root)
-    left = _flatten(_read_pipeline(_resolve(a, root)))
-    right = _flatten(_read_pipeline(_resolve(b, root)))
+    left = _flatten(_read_pipeline(_run_config(a, root)))
+    right = _flatten(_read_pipeline(_run_config(b, root)))
     return [(key, left.get(key), right.get(key)) for key in sorted(set(left) | set(right))
             if left.get(key) != right.get(key)]
 

@@ -206,7 +206,7 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
     configs = load_configs(config)  # parsed once, handed to every step
     check_configs(configs, config, scope="export")
     formats = _expand_formats(names, configs, config)
-    checkpoint = run.resolve_checkpoint(checkpoint, ExportError)
+    checkpoint = run.pick_checkpoint(checkpoint, ExportError)
     out = ExportDir(out_dir or Path("exports") / check_name(
         run.root.name, "the run name", ExportError, fix="pass --out DIR"))
     _prepare_export_dir(out)

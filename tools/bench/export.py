@@ -67,7 +67,7 @@ def main() -> None:
                         calibration_images=args.calibration_images, evaluate=not args.no_eval)
         rows = result["artefacts"]
         config, run = RunDir.of(args.run)
-        saved = export_saved_model(config, run.resolve_checkpoint(None), work / "float",
+        saved = export_saved_model(config, run.pick_checkpoint(None), work / "float",
                                    input_type="float_image_tensor")
         images = _val_images(args.run, work / "images", args.images)
         speed = {}
