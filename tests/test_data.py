@@ -4,6 +4,7 @@ read back with the OD API's own decoder."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -518,3 +519,18 @@ def test_csv_with_excel_bom_header(voc, tmp_path):
                      + f"{name},160,160,circle,1,2,30,40\n".encode())
     [record] = data.read_csv(path, image_dir=voc / "JPEGImages")
     assert [(b.name, b.xmax) for b in record.boxes] == [("circle", 30.0)]
+
+
+def test_prepare_log_is_in_the_dataset_folder(voc, tmp_path, caplog):
+    """prepare's log (from the first file read to the final summary) is written into the
+    dataset folder, with the records made before that folder existed; --check-only writes
+    no log."""
+    caplog.set_level(logging.INFO, logger="tfod")
+    result = data.prepare_dataset(voc, "s", out_root=tmp_path / "data",
+                                  label_map_dir=tmp_path / "lm", plots=False)
+    text = (Path(result["dir"]) / "prepare.log").read_text()
+    assert "prepare: reading voc annotations from" in text
+    assert "usable images" in text and "complete (train=" in text
+    assert text.index("reading voc") < text.index("usable images") < text.index("complete")
+    data.prepare_dataset(voc, "c", out_root=tmp_path / "check", check_only=True)
+    assert not (tmp_path / "check").exists()

@@ -106,10 +106,11 @@ def test_stage_log_keeps_the_stages_records_in_its_folder(tmp_path):
     log = logging.getLogger("tfod.something")
     log.setLevel(logging.INFO)
     log.info("before")
-    with stage_log(tmp_path / "out", "stage") as path:
+    with stage_log(tmp_path / "out", "stage") as stage:
         log.info("during %d", 1)
         logging.getLogger("other").warning("not tfod's")
     log.info("after")
+    path = stage.path
     assert path == tmp_path / "out" / "stage.log"
     text = path.read_text()
     assert "INFO tfod.something: during 1" in text
@@ -119,3 +120,19 @@ def test_stage_log_keeps_the_stages_records_in_its_folder(tmp_path):
     assert path.read_text().startswith(text) and "again" in path.read_text()
     assert not any(getattr(h, "baseFilename", "") == str(path)
                    for h in logging.getLogger("tfod").handlers)
+
+
+def test_stage_log_keeps_records_until_its_folder_exists(tmp_path):
+    """prepare makes its output folder late: what was logged before is written first."""
+    log = logging.getLogger("tfod.prepare_like")
+    log.setLevel(logging.INFO)
+    with stage_log(None, "prepare") as stage:
+        log.info("read 3 files")
+        assert stage.path is None and not any(tmp_path.iterdir())
+        stage.attach(tmp_path / "late")
+        log.warning("wrote")
+    lines = (tmp_path / "late" / "prepare.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["read 3 files", "wrote"]
+    with stage_log(None, "never"):
+        log.info("nowhere")
+    assert [p.name for p in tmp_path.iterdir()] == ["late"]

@@ -284,24 +284,61 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+class StageLog(logging.Handler):
+    """tfod's log records of one stage into ``<folder>/<stage>.log``; records made before
+    the folder exists (:meth:`attach`) are kept in memory and written first."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage, self.path, self._stream, self._waiting = stage, None, None, []
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def attach(self, folder: str | Path) -> Path:
+        """Write to ``<folder>/<stage>.log`` (appended) from now on, earlier records first."""
+        self.path = Path(folder) / f"{self.stage}.log"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = open(self.path, "a", encoding="utf-8")
+        for record in self._waiting:
+            self.emit(record)
+        self._waiting = []
+        return self.path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._stream is None:
+            self._waiting.append(record)
+            return
+        try:
+            self._stream.write(self.format(record) + "\n")
+            self._stream.flush()
+        except Exception:  # noqa: BLE001  (logging never raises into the stage)
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        super().close()
+
+
 @contextlib.contextmanager
-def stage_log(folder: str | Path, stage: str):
+def stage_log(folder: str | Path | None, stage: str):
     """While a stage runs, the records of tfod's loggers also go to ``<folder>/<stage>.log``
     (appended: a resumed or repeated stage adds to it), at the level the ``tfod`` logger
-    has (INFO from the command line).
+    has (INFO from the command line). With ``folder=None`` the records wait in memory
+    until the stage calls ``attach(folder)`` on the :class:`StageLog` it is given (a stage
+    whose output folder is made later, as ``prepare``'s); without it nothing is written.
 
     Example:
-        >>> with stage_log("runs/pets", "train"):
-        ...     log.info("train: ...")
+        >>> with stage_log("runs/pets", "train") as stage:
+        ...     log.info("train: ...")           # in runs/pets/train.log (stage.path)
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(folder / f"{stage}.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = StageLog(stage)
+    if folder is not None:
+        handler.attach(folder)
     logger = logging.getLogger("tfod")
     logger.addHandler(handler)
     try:
-        yield folder / f"{stage}.log"
+        yield handler
     finally:
         logger.removeHandler(handler)
         handler.close()

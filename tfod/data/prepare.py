@@ -318,28 +318,29 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     label_map_out = Path(label_map_dir) / f"{name}.pbtxt"
     _check_replaceable(final_dir)
     _check_label_map(label_map_out, final_dir, label_map)
-    tmp_dir = _work_folder(out_root, name)
-    try:
-        with stage_log(tmp_dir, "prepare"):
-            records, names = _read_and_check(source, fmt, report, **options)
-            splits, stats = _split_and_count(records, report, names, split, seed, stratify)
-            if strict and report.problems:
-                raise DatasetError("problems found with --strict:\n"
-                                   + "\n".join(report.lines()), where=str(source),
-                                   fix="fix the files or drop --strict")
-            if not records:
-                raise DatasetError("no usable images", where=str(source),
-                                   fix="check the report above and the --format")
+    with stage_log(None, "prepare") as stage:  # into the folder once it exists
+        records, names = _read_and_check(source, fmt, report, **options)
+        splits, stats = _split_and_count(records, report, names, split, seed, stratify)
+        if strict and report.problems:
+            raise DatasetError("problems found with --strict:\n" + "\n".join(report.lines()),
+                               where=str(source), fix="fix the files or drop --strict")
+        if not records:
+            raise DatasetError("no usable images", where=str(source),
+                               fix="check the report above and the --format")
+        tmp_dir = _work_folder(out_root, name)
+        try:
+            stage.attach(tmp_dir)
             manifest = _write_dataset(tmp_dir, name, fmt, source, records, splits, stats,
                                       report, names, seed, shard_size_mb, workers, progress,
                                       plots)
             log.info("prepare: %s complete (%s images; %d classes; %d problems) in %.1fs",
                      final_dir, ", ".join(f"{s}={len(rs)}" for s, rs in splits.items()),
                      len(names), sum(report.problems.values()), time.time() - start)
-        _replace_dir(tmp_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+            stage.close()  # the log is complete before the folder gets its final name
+            _replace_dir(tmp_dir, final_dir)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     if not _is_given(label_map_out, label_map):  # --label-map is kept as it is
         write_label_map(names, label_map_out)
     log.info("prepare: wrote %s and %s", final_dir, label_map_out)
