@@ -446,16 +446,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run(args)
+        if isinstance(result, SystemExit):
+            return int(result.code)
+        if isinstance(result, dict):  # Ctrl-C while this prints still ends with 130
+            print(json.dumps(result, indent=2, default=str))
     except TfodError as exc:
         print(f"tfod {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"tfod {args.command}: interrupted", file=sys.stderr)
         return 130
-    if isinstance(result, SystemExit):
-        return int(result.code)
-    if isinstance(result, dict):
-        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -327,8 +327,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
         if not records:
             raise DatasetError("no usable images", where=str(source),
                                fix="check the report above and the --format")
-        tmp_dir = _work_folder(out_root, name)
         try:
+            tmp_dir = _work_folder(out_root, name)
             stage.attach(tmp_dir)
             manifest = _write_dataset(tmp_dir, name, fmt, source, records, splits, stats,
                                       report, names, seed, shard_size_mb, workers, progress,
@@ -338,8 +338,9 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                      len(names), sum(report.problems.values()), time.time() - start)
             stage.close()  # the log is complete before the folder gets its final name
             _replace_dir(tmp_dir, final_dir)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+        except BaseException:  # this process's work folders, whenever Ctrl-C came
+            for partial in out_root.glob(f".{name}.partial-{os.getpid()}-*"):
+                shutil.rmtree(partial, ignore_errors=True)
             raise
     if not _is_given(label_map_out, label_map):  # --label-map is kept as it is
         write_label_map(names, label_map_out)
