@@ -19,7 +19,7 @@ from tfod.config.schedule import scale_learning_rate, set_steps
 from tfod.config.templates import (PLACEHOLDER, config_text, load_configs, resolve_template,
                                    save_configs)
 from tfod.errors import ConfigError
-from tfod.layout import stage_log
+from tfod.layout import DatasetDir, stage_log
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def patch_pipeline_for_dataset(template: str | Path, out_path: str | Path,
     from tfod.data.prepare import split_pattern
 
     data_dir = Path(data_dir)
-    manifest_path = data_dir / "manifest.json"
+    manifest_path = DatasetDir(data_dir).manifest
     if not manifest_path.is_file():
         raise ConfigError("not a prepared dataset (no manifest.json)", where=str(data_dir),
                           fix="run `tfod prepare` first, or pass the data/<name> folder")
@@ -210,7 +210,7 @@ def patch_pipeline_for_dataset(template: str | Path, out_path: str | Path,
     if "train" not in splits or eval_split is None:
         raise ConfigError(f"dataset has splits {', '.join(splits)}", where=str(manifest_path),
                           fix="prepare it with a train and a val (or test) split")
-    defaults = {"label_map": data_dir / "label_map.pbtxt",
+    defaults = {"label_map": DatasetDir(data_dir).label_map,
                 "train_input": split_pattern(data_dir, "train"),
                 "eval_input": split_pattern(data_dir, eval_split)}
     for key, value in defaults.items():

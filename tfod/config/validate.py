@@ -22,6 +22,7 @@ from tfod.config.patch import checkpoint_type
 from tfod.config.schedule import lr_schedule
 from tfod.config.templates import PLACEHOLDER, TFLITE_ARCHS, load_configs, meta_architecture
 from tfod.errors import ConfigError
+from tfod.layout import DatasetDir
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def count_records(patterns: Sequence[str]) -> tuple[int, str] | None:
         return None
     total, counted = 0, set()
     for folder in sorted({Path(f).parent for f in files}):
-        manifest = folder / "manifest.json"
+        manifest = DatasetDir(folder).manifest
         if not manifest.is_file():
             continue
         try:

@@ -29,7 +29,7 @@ from tfod.data.shards import num_shards_for, write_tfrecords
 from tfod.data.split import split_records
 from tfod.errors import DatasetError
 from tfod.files import check_name, check_owned, is_owned, mark_owned, marker
-from tfod.layout import stage_log
+from tfod.layout import DatasetDir, stage_log
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _before_marker(folder: Path) -> bool:
     """A folder prepared by a tfod from before :data:`MARKER`: its ``manifest.json`` names
     this very folder and holds a data fingerprint."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads(DatasetDir(folder).manifest.read_text())
         return manifest.get("name") == folder.name and "fingerprint" in manifest
     except (OSError, ValueError, AttributeError):
         return False
@@ -100,7 +100,7 @@ def _label_map_is_ours(path: Path, dataset: Path, given) -> bool:
         text = path.read_text()
         return text.startswith(LABEL_MAP_HEADER) or (
             is_owned(dataset, "dataset", _before_marker)
-            and text == (dataset / "label_map.pbtxt").read_text())
+            and text == DatasetDir(dataset).label_map.read_text())
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -225,11 +225,12 @@ def _write_dataset(folder: Path, name: str, fmt: str, source, records: list[Reco
                    shard_size_mb: float, workers, progress: bool, plots: bool) -> dict:
     """Everything of ``data/<name>/`` into ``folder``; ``manifest.json`` last. Returns the
     manifest."""
-    (folder / "stats.json").write_text(json.dumps(stats, indent=2))
-    (folder / "report.json").write_text(json.dumps(report.as_dict(), indent=2))
+    out = DatasetDir(folder)
+    out.stats.write_text(json.dumps(stats, indent=2))
+    out.report.write_text(json.dumps(report.as_dict(), indent=2))
     plotter = _start_plots(stats, splits, folder / "stats") if plots else None
     try:
-        write_label_map(names, folder / "label_map.pbtxt")
+        write_label_map(names, out.label_map)
         class_ids = {n: i for i, n in enumerate(names, 1)}
         shards = {}
         for split_name, split_records_ in splits.items():
@@ -244,7 +245,7 @@ def _write_dataset(folder: Path, name: str, fmt: str, source, records: list[Reco
             "splits": {s: {"images": len(rs), "boxes": Counter(b.name for r in rs
                                                                 for b in r.boxes),
                            "shards": shards[s],
-                           "pattern": f"{s}-?????-of-{len(shards[s]):05d}.tfrecord"}
+                           "pattern": Path(out.pattern(s, len(shards[s]))).name}
                        for s, rs in splits.items() if rs},
             "problems": dict(report.problems), "notes": dict(report.notes),
             "fingerprint": _fingerprint(records), "seed": seed,
@@ -258,7 +259,7 @@ def _write_dataset(folder: Path, name: str, fmt: str, source, records: list[Reco
         if plotter is not None and plotter.is_alive():
             plotter.terminate()
             plotter.join()
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    out.manifest.write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -351,8 +352,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
 
 def split_pattern(data_dir: str | Path, split: str) -> str:
     """The input path glob for one split of a prepared dataset."""
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    manifest = json.loads(DatasetDir(data_dir).manifest.read_text())
     if split not in manifest["splits"]:
-        raise DatasetError(f"no split {split!r}", where=str(Path(data_dir) / "manifest.json"),
+        raise DatasetError(f"no split {split!r}", where=str(DatasetDir(data_dir).manifest),
                            fix=f"use one of: {', '.join(manifest['splits'])}")
     return str(Path(data_dir).resolve() / manifest["splits"][split]["pattern"])

@@ -16,6 +16,7 @@ from typing import Sequence
 from tfod.data.annotations import Record
 from tfod.data.checks import default_workers, inspect_image, map_images
 from tfod.errors import DatasetError
+from tfod.layout import DatasetDir
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def write_tfrecords(records: Sequence[Record], out_dir: str | Path, split: str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = max(1, min(num_shards, len(records) or 1))
-    finals = [out_dir / f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord"
+    finals = [DatasetDir(out_dir).shard(split, i, num_shards)
               for i in range(num_shards)]
     tmps = [f.with_name(f".{f.name}.partial") for f in finals]
     writers = [TFRecordWriter(t) for t in tmps]
