@@ -51,8 +51,16 @@ def tiny_export(tiny_run):
     """tiny_run exported ONCE in every format, each scored (tfod.exporter.export) against
     the checkpoint's own eval: (result dict, export folder). Shared by test_exporter and
     test_inference."""
+    import logging
+
     from tfod.exporter import export
 
     out = tiny_run["root"] / "exports" / "tiny"
-    return export(tiny_run["run_dir"], out_dir=out, formats=["all"], calibration_images=8,
-                  evaluate_checkpoint=True), out
+    logger = logging.getLogger("tfod")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # export.log at the command line's level
+    try:
+        return export(tiny_run["run_dir"], out_dir=out, formats=["all"],
+                      calibration_images=8, evaluate_checkpoint=True), out
+    finally:
+        logger.setLevel(level)

@@ -384,3 +384,27 @@ def test_known_mix_gives_pycocotools_own_values(tmp_path):
     assert metrics["per_class"]["circle"]["AP@.5"] == pytest.approx(67 * (2 / 3) / 101,
                                                                     abs=1e-9)
     assert 0.2 < metrics[evaluation.MAP] < 0.8
+
+
+def test_odapi_without_autograph_gives_the_same_metrics(tiny_run, tmp_path, monkeypatch):
+    """runtime.odapi_without_autograph (the OD API's functions called as written, not
+    converted by AutoGraph: eval 13 s instead of 37 s on the demo) gives exactly the
+    metrics and losses of upstream's conversion (TFOD_ODAPI_AUTOGRAPH=1), and while it is
+    active AutoGraph really leaves the OD API alone."""
+    from object_detection.core import box_list_ops
+    from tensorflow.python.autograph.impl import conversion
+
+    assert not conversion.is_allowlisted(box_list_ops.area)
+    with runtime.odapi_without_autograph():
+        assert conversion.is_allowlisted(box_list_ops.area)
+    assert not conversion.is_allowlisted(box_list_ops.area)
+    results = []
+    for setting in ("1", "0"):
+        run = tmp_path / f"run{setting}"
+        shutil.copytree(tiny_run["run_dir"], run)
+        shutil.rmtree(run / "eval", ignore_errors=True)
+        monkeypatch.setenv("TFOD_ODAPI_AUTOGRAPH", setting)
+        metrics = evaluate(run)
+        results.append({k: v for k, v in metrics.items() if isinstance(v, float)
+                        and k != "seconds"})
+    assert "Loss/total_loss" in results[0] and results[0] == results[1]

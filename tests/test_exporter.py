@@ -70,6 +70,34 @@ def test_export_writes_everything(tiny_export):
     assert [p.name for p in out.iterdir() if p.name.startswith(("tmp", "."))] == [".tfod-export"]
 
 
+def test_saved_models_hold_no_keras_layer_traces(tiny_export):
+    """Both SavedModels (the exported one and the traced TFLite graph, through the
+    converter's output) are saved without tf-keras' per-layer call traces
+    (compat.runtime.without_layer_traces), which made the export 2.4x slower; with them
+    the file holds Keras' ``call_and_return_conditional_losses`` functions."""
+    _, out = tiny_export
+    saved = (out / "saved_model" / "saved_model.pb").read_bytes()
+    assert b"serving_default" in saved
+    assert b"call_and_return_conditional_losses" not in saved
+
+
+def test_export_log_has_both_lanes(tiny_export):
+    """The TFLite lane runs in a second process: its log records (the trace, each
+    conversion) reach export.log, its own terminal output is appended there and its
+    scratch file is gone; the terminal got none of it. The converter's own C++ lines
+    (``I0000 ... mlir_graph_optimization_pass``) are in the log too, for both lanes."""
+    result, out = tiny_export
+    text = (out / "export.log").read_text()
+    assert "TFLite graph traced" in text
+    for name in ("model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
+                 "model_int8.tflite", "frozen_graph"):
+        assert name in text
+    assert not (out / ".tflite-worker.out").exists() and not list(out.glob(".partial-*"))
+    # the converter's C++ lines (absl), of this process's conversion (int8) too, are here
+    for variant in ("float32", "int8"):
+        assert f"the TFLite converter's output ({variant})" in text
+
+
 def test_frozen_graph_equals_saved_model(tiny_export, tiny_run):
     _, out = tiny_export
     saved = load_detector(out / "saved_model")

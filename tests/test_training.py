@@ -184,13 +184,44 @@ def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
             break
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=300)
+    _, rest = proc.communicate(timeout=300)
     assert proc.returncode == 130, "".join(lines) + rest
     run_dir = tmp_path / "runs" / "sig"
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert 0 < summary["step"] < 100000
     assert train_mod.latest_step(run_dir) == summary["step"]
+
+
+def test_sigterm_while_the_graph_is_built_ends_cleanly(tiny_run, tmp_path):
+    """SIGTERM before the first step (the model's weights not built yet): exit 130 with
+    the run summary "interrupted at step 0", no traceback. (It raised Keras' "Weights for
+    model ... have not yet been created" while saving the final checkpoint.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "pipeline.config"
+    config.write_text(tiny_run["config"].read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+         str(tmp_path / "runs"), "--run", "early", "--steps", "1000"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stderr:  # the loop starts: the train step is being traced now
+        lines.append(line)
+        if "per call" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=300)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "graph built" not in output, output
+    summary = json.loads((tmp_path / "runs" / "early" / "train_summary.json").read_text())
+    assert (summary["status"], summary["step"]) == ("interrupted", 0)
 
 
 @pytest.mark.slow
@@ -401,8 +432,14 @@ def test_plots_of_a_run_from_its_event_files(tmp_path):
         (run_dir / "eval" / f"ckpt-{step}").mkdir(parents=True)
         (run_dir / "eval" / f"ckpt-{step}" / "metrics.json").write_text(json.dumps(
             {"step": step, "DetectionBoxes_Precision/mAP": value,
-             "DetectionBoxes_Precision/mAP@.50IOU": value + 0.3}))
+             "DetectionBoxes_Precision/mAP@.50IOU": value + 0.3,
+             "Loss/total_loss": 1.0 + value}))
     assert [m["step"] for m in plots.eval_history(run_dir)] == [10, 30]
+    # the loss plot: training losses from the events, the val loss of each checkpoint
+    series = plots.loss_series(plots.read_scalars(run_dir / "train"),
+                               plots.eval_history(run_dir))
+    assert series[plots.VAL_LABEL] == [(10, 1.2), (30, 1.5)]
+    assert [s for s, _ in series["total_loss"]] == [10, 20, 30]
     written = plots.plot_run(run_dir)
     assert [p.name for p in written] == ["loss.png", "learning_rate.png", "map.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
@@ -517,3 +554,34 @@ def test_finished_run_evaluates_and_exports_without_its_pretrained_checkpoint(
                              (run.eval_dir / "eval.log", "eval: ckpt-"),
                              (tmp_path / "export" / "export.log", "export: 1 artefacts")):
         assert needle in log_file.read_text(), log_file
+
+
+def test_threads_auto_tf_and_explicit():
+    """--threads: auto = one thread per op and one op per core (on up to AUTO_MAX_CORES
+    cores), set before TensorFlow's runtime starts and read back from TensorFlow; tf keeps
+    TensorFlow's defaults; once the runtime runs nothing changes; bad values name the flag.
+    Run in a fresh interpreter (this one's runtime has started)."""
+    import subprocess
+    import sys
+
+    from tfod import distribute
+
+    code = ("import tfod.distribute as d, tensorflow as tf\n"
+            "t = tf.config.threading\n"
+            "print(d.configure_threads('auto'), t.get_intra_op_parallelism_threads(), "
+            "t.get_inter_op_parallelism_threads())\n"
+            "tf.constant(1.0) + 1\n"
+            "print(d.configure_threads('3,3'), t.get_intra_op_parallelism_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    cores = distribute._cores()
+    if cores <= distribute.AUTO_MAX_CORES:
+        assert out[0] == f"(1, {cores}) 1 {cores}"
+    else:
+        assert out[0].startswith("None")
+    assert out[1].startswith("None")  # the runtime had started: unchanged
+    assert distribute.parse_threads("tf") is None
+    assert distribute.parse_threads("2,0") == (2, 0)
+    for bad in ("fast", "1", "-1,2", "a,b"):
+        with pytest.raises(TrainError, match="--threads"):
+            distribute.parse_threads(bad)

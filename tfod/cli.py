@@ -42,11 +42,19 @@ COMMANDS = {
 }
 
 
+#: commands that end with their own human summary (logged): the full result only with --json
+SUMMARISED = ("synth", "prepare", "config", "train", "eval", "export", "predict", "demo")
+
+
 def _add(sub, name: str) -> argparse.ArgumentParser:
     help_text, example = COMMANDS[name]
-    return sub.add_parser(name, help=f"{help_text}  (e.g. {example})", description=help_text,
-                          epilog=f"example:\n  {example}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser(name, help=f"{help_text}  (e.g. {example})", description=help_text,
+                            epilog=f"example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    if name in SUMMARISED:
+        parser.add_argument("--json", action="store_true",
+                            help="also print the whole result as JSON on stdout (for scripts)")
+    return parser
 
 
 def _ratios(text: str) -> dict[str, float]:
@@ -179,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=int, metavar="PATIENCE",
                    help="eval every --checkpoint-every steps; stop after PATIENCE evals "
                         "without a better mAP")
+    p.add_argument("--threads", default="auto", metavar="auto|tf|INTRA,INTER",
+                   help="TensorFlow CPU thread pools (auto: 1 thread per op, 1 op per core "
+                        "without a GPU; tf: TensorFlow's defaults)")
 
     p = _add(sub, "eval")
     p.add_argument("run", help="run folder (or pipeline.config)")
@@ -283,6 +294,8 @@ def _zoo_safety_flags(z: argparse.ArgumentParser) -> None:
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # records for the stage's log file only
+        handler.addFilter(lambda record: verbose or not getattr(record, "file_only", False))
     if not verbose:
         import os
         import warnings
@@ -347,7 +360,7 @@ def _train(args):
     return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
                  checkpoint_every=args.checkpoint_every, resume=args.resume,
                  seed=args.seed, strategy=args.strategy, auto_batch=args.auto_batch,
-                 early_stop=args.early_stop, argv=sys.argv)
+                 early_stop=args.early_stop, argv=sys.argv, threads=args.threads)
 
 
 def _eval(args):
@@ -448,8 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args)
         if isinstance(result, SystemExit):
             return int(result.code)
-        if isinstance(result, dict):  # Ctrl-C while this prints still ends with 130
-            print(json.dumps(result, indent=2, default=str))
+        if isinstance(result, dict) and (getattr(args, "json", False)
+                                         or args.command not in SUMMARISED):
+            print(json.dumps(result, indent=2, default=str))  # Ctrl-C here: still 130
     except TfodError as exc:
         print(f"tfod {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,75 @@ from tfod.errors import TrainError
 
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker")
+
+log = logging.getLogger(__name__)
+
+
+#: ``--threads auto`` sets the pools on machines with at most this many cores (measured on
+#: 2: 1.5x for the tiny template, equal for ssd_mobilenet_v2_320; larger machines keep
+#: TensorFlow's defaults until measured there).
+AUTO_MAX_CORES = 4
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_threads(spec: str | None) -> tuple[int, int] | None:
+    """``auto`` -> (1, cores) on up to :data:`AUTO_MAX_CORES` cores; ``tf`` (or None) -> None (TensorFlow's own defaults);
+    ``INTRA,INTER`` -> (INTRA, INTER), 0 meaning TensorFlow's default for that pool."""
+    if spec in (None, "", "tf"):
+        return None
+    if spec == "auto":  # measured on 2 cores; more cores keep TensorFlow's defaults
+        cores = _cores()
+        return (1, cores) if cores <= AUTO_MAX_CORES else None
+    try:
+        intra, inter = (int(x) for x in spec.split(","))
+        if intra < 0 or inter < 0:
+            raise ValueError
+    except ValueError:
+        raise TrainError(f"--threads {spec!r}: not auto, tf or INTRA,INTER",
+                         where="--threads", fix="e.g. --threads auto, --threads tf or "
+                         "--threads 1,2 (0 keeps TensorFlow's default for that pool)") from None
+    return intra, inter
+
+
+def configure_threads(spec: str | None = "auto") -> tuple[int, int] | None:
+    """Set TensorFlow's CPU thread pools before its runtime starts; returns what was set.
+
+    ``auto`` on a machine without a GPU and at most :data:`AUTO_MAX_CORES` cores: one thread per op (intra-op 1) and one op per
+    core at a time (inter-op = cores). The OD API's small models are made of many small
+    ops (a tiny SSD's training step has about 3,000): splitting each op over the cores
+    costs more than it gains, and running independent ops side by side uses the cores
+    instead (tools/bench/profile_step.py; BENCHMARKS.md). It changes how the work is
+    scheduled, not what is computed. With a GPU, ``auto`` keeps TensorFlow's defaults.
+    Once the runtime has started (another TensorFlow call came first in this process)
+    the pools can no longer change: logged, and training goes on with what is set.
+    """
+    threads = parse_threads(spec)
+    if threads is None:
+        return None
+    import tensorflow as tf
+
+    if spec == "auto" and tf.config.list_physical_devices("GPU"):
+        return None
+    intra, inter = threads
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:  # the runtime already runs
+        current = (tf.config.threading.get_intra_op_parallelism_threads(),
+                   tf.config.threading.get_inter_op_parallelism_threads())
+        if current != (intra or current[0], inter or current[1]):
+            log.info("threads: TensorFlow already started (%s); keeping intra-op %d, "
+                     "inter-op %d", exc, *current)
+        return None
+    return threads
 
 
 def make_strategy(name: str = "auto"):

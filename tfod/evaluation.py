@@ -29,8 +29,8 @@ from tfod.compat import runtime
 from tfod.config import check_configs, load_configs
 from tfod.errors import TrainError
 from tfod.files import write_text_atomic
-from tfod.layout import (MAP, MAP50, PER_CLASS_PREFIX, RunDir, best_checkpoint, read_json,
-                         stage_log)
+from tfod.layout import (MAP, MAP50, PER_CLASS_PREFIX, RunDir, best_checkpoint, printed_to_log,
+                         read_json, stage_log)
 
 __all__ = ["COCO_KEYS", "MAP", "MAP50", "PER_CLASS_PREFIX", "best_checkpoint", "checkpoints",
            "confusion_matrix", "evaluate", "metrics_table"]
@@ -181,9 +181,10 @@ class _Evaluator:
         with strategy.scope():
             self.model = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"](
                 model_config=model_config, is_training=True)
-        self.eval_input = strategy.experimental_distribute_dataset(inputs.eval_input(
-            eval_config=eval_config, eval_input_config=eval_input_config,
-            model_config=model_config, model=self.model))
+        with runtime.odapi_without_autograph():
+            self.eval_input = strategy.experimental_distribute_dataset(inputs.eval_input(
+                eval_config=eval_config, eval_input_config=eval_input_config,
+                model_config=model_config, model=self.model))
         self.global_step = tf.Variable(0, trainable=False, dtype=tf.int64)
         self.optimizer, _ = optimizer_builder.build(configs["train_config"].optimizer,
                                                     global_step=self.global_step)
@@ -204,7 +205,8 @@ class _Evaluator:
             self.optimizer.swap_weights()
         step = int(self.global_step.numpy())
         log.info("eval: %s at step %d on %s", checkpoint, step, self.inputs)
-        with writer.as_default(), runtime.keep_coco_eval() as kept:
+        with writer.as_default(), runtime.keep_coco_eval() as kept, \
+                runtime.odapi_without_autograph(), printed_to_log(log, "eval: pycocotools"):
             metrics = model_lib_v2.eager_eval_loop(self.model, self.configs, self.eval_input,
                                                    global_step=self.global_step)
         writer.flush()

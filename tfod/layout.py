@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -258,6 +259,11 @@ class ExportDir:
         return self.root / self.TFLITE_FILES[variant]
 
     @property
+    def log(self) -> Path:
+        """the export's log (``stage_log(root, "export")``)"""
+        return self.root / "export.log"
+
+    @property
     def label_map(self) -> Path:
         return self.root / LABEL_MAP
 
@@ -318,6 +324,50 @@ class StageLog(logging.Handler):
             self._stream.close()
             self._stream = None
         super().close()
+
+
+#: ``extra=`` of a log record meant for the stage's log file only, not the terminal
+#: (the command line's console handler drops these; see ``tfod.cli``)
+FILE_ONLY = {"file_only": True}
+
+
+@contextlib.contextmanager
+def printed_to_log(logger: logging.Logger, what: str):
+    """What third-party code prints on stdout meanwhile (pycocotools' 12-line summary and
+    progress) goes to the stage's log file instead of the terminal."""
+    import io
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = buffer.getvalue().strip()
+        if text:
+            logger.info("%s:\n%s", what, text, extra=FILE_ONLY)
+
+
+@contextlib.contextmanager
+def native_output_to_log(logger: logging.Logger, what: str):
+    """What C++ libraries write on the process's stderr meanwhile (the TFLite converter's
+    absl lines ``I0000 ... mlir_graph_optimization``) goes to the stage's log file: file
+    descriptor 2 points at a temporary file until the block ends."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace").strip()
+            if text:
+                logger.info("%s:\n%s", what, text, extra=FILE_ONLY)
 
 
 @contextlib.contextmanager

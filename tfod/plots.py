@@ -149,6 +149,25 @@ def eval_history(run_dir: str | Path) -> list[dict]:
     return sorted(rows, key=lambda m: m.get("step", 0))
 
 
+#: the eval's total loss on the val split (the OD API's eval loop computes it)
+VAL_LOSS = "Loss/total_loss"
+
+
+#: the loss plot's series of the val loss
+VAL_LABEL = "val total_loss (evaluated checkpoints)"
+
+
+def loss_series(scalars: dict, history: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """The loss plot's curves: the training losses (from ``scalars``, the train events)
+    and, when checkpoints were evaluated (``history``: :func:`eval_history`), the val
+    total loss of each, so over-fitting shows where people look for it."""
+    losses = {tag.split("/", 1)[-1]: scalars[tag] for tag in LOSS_TAGS if tag in scalars}
+    val = [(m["step"], m[VAL_LOSS]) for m in history if VAL_LOSS in m and "step" in m]
+    if losses and val:
+        losses[VAL_LABEL] = val
+    return losses
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Loss, learning-rate and mAP-per-checkpoint PNGs in ``<run>/plots/``.
 
@@ -162,15 +181,16 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     out = run_dir / "plots"
     written = []
     scalars = read_scalars(run_dir / "train") if (run_dir / "train").is_dir() else {}
-    losses = {tag.split("/", 1)[-1]: scalars[tag] for tag in LOSS_TAGS if tag in scalars}
+    history = eval_history(run_dir)
+    losses = loss_series(scalars, history)
     if losses:
-        written.append(_line_plot(losses, out / "loss.png", f"{run_dir.name}: training loss",
-                                  "loss"))
+        title = f"{run_dir.name}: training loss" + (" and val loss" if VAL_LABEL in losses
+                                                    else "")
+        written.append(_line_plot(losses, out / "loss.png", title, "loss"))
     if "learning_rate" in scalars:
         written.append(_line_plot({"learning rate": scalars["learning_rate"]},
                                   out / "learning_rate.png",
                                   f"{run_dir.name}: learning rate", "learning rate"))
-    history = eval_history(run_dir)
     if history:
         series = {}
         for key, label in ((MAP, "mAP"), (MAP50, "mAP@.5")):

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from tfod.compat import runtime
 from tfod.config import check_configs, load_configs, save_configs, scale_learning_rate
-from tfod.distribute import check_input_files, make_strategy, num_workers
+from tfod.distribute import (check_input_files, configure_threads, make_strategy, num_workers,
+                             parse_threads)
 from tfod.errors import TrainError
 from tfod.files import check_name, mark_owned, write_text_atomic
 from tfod.layout import MAP, RunDir, package_versions, stage_log
@@ -205,7 +206,7 @@ def _one_pass(config: Path, run: RunDir, configs: dict, patch, start: int, total
         captured.save, run.root, strat, max_to_keep))
     progress = _Progress(captured, start, total)
     status, oom = "finished", None
-    with captured.hooks():
+    with captured.hooks(), runtime.odapi_without_autograph():
         progress.start()
         try:
             model_lib_v2.train_loop(
@@ -296,7 +297,8 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
           run_dir: str | Path | None = None, num_steps: int | None = None,
           checkpoint_every: int = 1000, max_to_keep: int = 5, resume: bool = False,
           seed: int | None = 0, strategy: str = "auto", auto_batch: bool = False,
-          early_stop: int | None = None, argv: list[str] | None = None) -> dict:
+          early_stop: int | None = None, argv: list[str] | None = None, *,
+          threads: str | None = "auto") -> dict:
     """Train a model from a pipeline config into a run folder.
 
     Stops at exactly ``num_steps`` (from the config unless given) and always
@@ -309,6 +311,9 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
     ``early_stop=PATIENCE`` evaluates every ``checkpoint_every`` steps
     (:func:`tfod.evaluation.evaluate`) and stops once mAP has not improved for
     PATIENCE evaluations in a row (``eval/best.json`` names the best checkpoint).
+    ``threads``: TensorFlow's CPU thread pools, ``auto`` (one thread per op, one op per
+    core: 1.5x faster steps for the small models on 2 cores), ``tf`` (TensorFlow's
+    defaults) or ``INTRA,INTER``; see :func:`tfod.distribute.configure_threads`.
     The run folder gets the config and label map it trained with, ``train.log``,
     the command line, package versions and ``train_summary.json``.
 
@@ -321,9 +326,12 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
         return _train_with_early_stop(
             config, early_stop, run=run, runs_root=runs_root, run_dir=run_dir,
             num_steps=num_steps, checkpoint_every=checkpoint_every, max_to_keep=max_to_keep,
-            resume=resume, seed=seed, strategy=strategy, auto_batch=auto_batch, argv=argv)
+            resume=resume, seed=seed, strategy=strategy, auto_batch=auto_batch, argv=argv,
+            threads=threads)
     config = Path(config)
-    # collective ops must be configured before TensorFlow does anything else
+    parse_threads(threads)  # a bad value fails before anything else
+    # thread pools and collective ops must be set before TensorFlow does anything else
+    pools = configure_threads(threads)
     strat = make_strategy(strategy) if strategy == "multi-worker" else None
     configs = load_configs(config)  # parsed once, handed to every step
     check_configs(configs, config, scope="train")
@@ -334,6 +342,8 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
     with stage_log(out.root, "train") if chief else contextlib.nullcontext():
         if chief:
             _write_run_files(out, configs, argv)
+        log.info("train: TensorFlow threads %s", f"intra-op {pools[0]}, inter-op {pools[1]}"
+                 if pools else "as TensorFlow sets them")
         resolved = out.config if chief else config
         import tensorflow as tf
 

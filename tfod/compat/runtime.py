@@ -31,18 +31,68 @@ of :mod:`tfod.compat`.)
   ``category_stats`` of Google's fork are missing); ``COCOEvalWrapper.summarize`` computes
   them (:func:`category_stats`) and keeps the finished COCOeval for PR curves and the
   confusion matrix.
+- **No AutoGraph for the OD API** (:func:`odapi_without_autograph`): AutoGraph converts
+  every OD API function the loops call (half of the tiny template's 56 s graph build);
+  the OD API's code needs no conversion (written for TF1 graph mode), so while tfod runs
+  its loops AutoGraph leaves the ``object_detection`` package alone, as it does
+  ``tensorflow`` and ``tf_keras``.
+- **SavedModels without layer traces** (:func:`without_layer_traces`): the OD API's
+  exporters (``exporter_lib_v2``, ``export_tflite_graph_lib_tf2``) save a ``tf.Module``
+  that holds the Keras detection model with ``tf.saved_model.save``, and tf-keras then
+  traces every layer's own call functions into the file (Keras' ``save_traces``), which
+  the serving signature never uses. Exported with Keras' own option
+  ``save_traces=False``: the signature, variables and outputs are the same, saving and
+  loading take a fraction of the time; the file cannot be revived as Keras layers
+  (``tf.keras.models.load_model``), which an OD API export never could.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
 from tfod.errors import TrainError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def odapi_without_autograph():
+    """While active, AutoGraph calls the OD API's functions as they are written instead of
+    converting them (a ``DoNotConvert('object_detection')`` rule first in its rules, as it
+    has for ``tensorflow`` and ``tf_keras``); the ``tf.function`` that the loop itself
+    decorates is still converted (its ``for _ in tf.range(...)``). Functions that branch
+    in Python on a tensor would raise a graph-mode error here, never compute differently.
+    ``TFOD_ODAPI_AUTOGRAPH=1`` in the environment keeps upstream's conversion."""
+    from tensorflow.python.autograph.core import config
+
+    if os.environ.get("TFOD_ODAPI_AUTOGRAPH") == "1":
+        yield
+        return
+    rules = config.CONVERSION_RULES
+    config.CONVERSION_RULES = (config.DoNotConvert("object_detection"), *rules)
+    try:
+        yield
+    finally:
+        config.CONVERSION_RULES = rules
+
+
+@contextlib.contextmanager
+def without_layer_traces():
+    """``tf.saved_model.save`` calls inside skip the Keras layers' call traces (the
+    ``save_traces=False`` of ``tf.keras.Model.save``). Without tf-keras' legacy saving
+    module (another Keras) nothing changes."""
+    try:
+        from tf_keras.src.saving.legacy.saved_model import utils
+    except ImportError:  # pragma: no cover  (tf-keras is pinned)
+        log.debug("compat: tf_keras' saved_model utils not found; layer traces kept")
+        yield False
+        return
+    with utils.keras_option_scope(save_traces=False, in_tf_saved_model_scope=False):
+        yield True
 
 
 #: Most steps in one ``tf.function`` call: upstream's ``NUM_STEPS_PER_ITERATION``. Fewer
@@ -208,7 +258,7 @@ class Captured:
         import tensorflow as tf
         from object_detection import model_lib_v2
 
-        if self.model is None or not self.model.variables:
+        if self.model is None or not _has_weights(self.model):
             return None
         ckpt = tf.train.Checkpoint(step=self.global_step, model=self.model,
                                    optimizer=self.optimizer)
@@ -220,6 +270,15 @@ class Captured:
         path = manager.save(checkpoint_number=max(taken, default=0) + 1)
         model_lib_v2.clean_temporary_directories(strategy, directory)
         return path
+
+
+def _has_weights(model) -> bool:
+    """Whether the model has built its weights (not yet when training is interrupted
+    while its first step is traced: Keras then raises instead of listing none)."""
+    try:
+        return bool(model.variables)
+    except ValueError:  # "Weights for model ... have not yet been created"
+        return False
 
 
 def trainable_filter(variables: Sequence, train_config) -> list:

@@ -39,6 +39,7 @@ from tfod.errors import ExportError
 from tfod.exporter.formats import (INPUT_TYPES, calibration_images, check_input_type,
                                    check_tflite_arch, export_frozen_graph, export_saved_model,
                                    export_tflite)
+from tfod.exporter import lanes
 from tfod.exporter.scoring import (INT8_TOLERANCE, _fmt, _latency_ms, _max_total_detections,
                                    _report, _report_markdown, _size, _tf_threads,
                                    evaluate_detector)
@@ -129,6 +130,8 @@ def _prepare_export_dir(out: ExportDir) -> None:
         stale.unlink(missing_ok=True)
     for partial in out.root.glob(".partial-*"):
         shutil.rmtree(partial, ignore_errors=True)
+    for leftover in [*out.root.glob(".*.tmp-*"), out.root / ".tflite-worker.out"]:
+        leftover.unlink(missing_ok=True)
 
 
 def _write_artefacts(configs: dict, checkpoint: str, out: ExportDir, formats: list[str],
@@ -213,14 +216,27 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
     with stage_log(out.root, "export"):
         log.info("export: %s -> %s (%s)", checkpoint, out.root, ", ".join(formats))
         t0 = time.time()
-        artefacts = _write_artefacts(configs, checkpoint, out, formats, input_type,
-                                     max_detections, calibration_images)
-        _write_side_files(configs, config, run, out)
-        export_seconds = time.time() - t0
         label_map = _label_map_path(configs, run)
         threads = threads or os.cpu_count() or 1
-        rows = {name: _measure(name, path, configs, label_map, evaluate, input_type,
-                               max_detections, threads) for name, path in artefacts.items()}
+        rows = {}
+
+        def ready(name: str, path: Path) -> None:  # scored as soon as it is written
+            rows[name] = _measure(name, path, configs, label_map, evaluate, input_type,
+                                  max_detections, threads)
+
+        variants = [FORMATS[f] for f in formats if FORMATS[f]]
+        if lanes.use_lanes(variants, any(not FORMATS[f] for f in formats)):
+            artefacts = lanes.write_artefacts(configs, config, checkpoint, out, formats,
+                                              FORMATS, input_type, max_detections,
+                                              calibration_images, ready)
+        else:
+            artefacts = _write_artefacts(configs, checkpoint, out, formats, input_type,
+                                         max_detections, calibration_images)
+            for name, path in artefacts.items():
+                ready(name, path)
+        _write_side_files(configs, config, run, out)
+        export_seconds = time.time() - t0
+        rows = {name: rows[name] for name in artefacts}
         report = _report(rows, configs, run, checkpoint, evaluate, evaluate_checkpoint,
                          calibration_images)
         write_text_atomic(out.report_json, json.dumps(report, indent=2, default=str))

@@ -23,9 +23,11 @@ import numpy as np
 
 from tfod.config.templates import (TFLITE_ARCHS, image_size, load_configs,
                                    meta_architecture)
+from tfod.compat import runtime
 from tfod.errors import ExportError
 from tfod.exporter.records import _decoded_records, _record_files
-from tfod.layout import ExportDir
+from tfod.files import write_text_atomic
+from tfod.layout import ExportDir, native_output_to_log
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,10 @@ def export_saved_model(config: str | Path | dict, checkpoint: str, out_dir: str 
     proto = config_util.create_pipeline_proto_from_configs(_configs(config))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as t:
         work = Path(t)
-        exporter_lib_v2.export_inference_graph(input_type, proto,
-                                               _checkpoint_dir(checkpoint, work),
-                                               str(work / "out"))
+        with runtime.without_layer_traces(), runtime.odapi_without_autograph():
+            exporter_lib_v2.export_inference_graph(input_type, proto,
+                                                   _checkpoint_dir(checkpoint, work),
+                                                   str(work / "out"))
         final = ExportDir(out_dir).saved_model
         if final.exists():
             shutil.rmtree(final)
@@ -188,6 +191,77 @@ def _convert(graph_dir: Path, variant: str, representative=None) -> bytes:
     return converter.convert()
 
 
+def trace_tflite_graph(configs: dict, checkpoint: str, work: Path,
+                       max_detections: int = 10) -> Path:
+    """The OD API's TFLite-ready graph (``export_tflite_graph_lib_tf2``) of a checkpoint,
+    traced once into ``work/tflite_graph``; returns its SavedModel folder. A file
+    ``work/tflite_graph/.traced`` appears when it is complete."""
+    from object_detection import export_tflite_graph_lib_tf2
+    from object_detection.utils import config_util
+
+    proto = config_util.create_pipeline_proto_from_configs(configs)
+    t0 = time.time()
+    with runtime.without_layer_traces(), runtime.odapi_without_autograph():
+        export_tflite_graph_lib_tf2.export_tflite_model(
+            proto, _checkpoint_dir(checkpoint, work), str(work / "tflite_graph"),
+            max_detections, use_regular_nms=False)
+    (work / "tflite_graph" / TRACED).write_text("")
+    log.info("export: TFLite graph traced in %.0fs", time.time() - t0)
+    return work / "tflite_graph" / "saved_model"
+
+
+#: written into the traced graph's folder once it is complete
+TRACED = ".traced"
+
+
+def convert_tflite(configs: dict, graph: Path, out_dir: Path, variant: str,
+                   max_detections: int, calibration_count: int = 100,
+                   normalisation: tuple[float, float] | None = None) -> tuple[Path, dict]:
+    """One TFLite variant of a traced graph into ``out_dir`` (atomically); returns the
+    file and its ``tflite.json`` entry (input size, normalisation, dtype).
+    ``normalisation``: the model's (scale, offset), measured when not given."""
+    from tfod.inference import tflite_input
+
+    scale, offset = normalisation or _input_normalisation(configs)
+    size = image_size(configs)
+    calibration = calibration_images(configs, calibration_count) if variant == "int8" else []
+
+    def representative():
+        for image in calibration:
+            yield [tflite_input(image, size, scale, offset)]
+
+    t0 = time.time()
+    with native_output_to_log(log, f"export: the TFLite converter's output ({variant})"):
+        model_bytes = _convert(graph, variant, representative)
+    final = ExportDir(out_dir).tflite(variant)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(model_bytes)
+    os.replace(tmp, final)
+    meta = {"input_size": list(size), "input_scale": scale, "input_offset": offset,
+            "input_dtype": "uint8" if variant == "int8" else "float32",
+            "variant": variant, "max_detections": max_detections}
+    if variant == "int8":
+        meta["calibration_images"] = len(calibration)
+    log.info("export: %s (%.2f MB) in %.0fs", final.name, len(model_bytes) / 2**20,
+             time.time() - t0)
+    return final, meta
+
+
+def write_tflite_meta(out_dir: Path, meta: dict) -> None:
+    """``tflite.json``: the entries of ``meta`` over those already there."""
+    meta_path = ExportDir(out_dir).tflite_meta
+    if meta_path.is_file():
+        meta = {**json.loads(meta_path.read_text()), **meta}
+    write_text_atomic(meta_path, json.dumps(meta, indent=2))
+
+
+def check_variants(variants: Sequence[str]) -> None:
+    unknown = [v for v in variants if v not in TFLITE_FILES]
+    if unknown:
+        raise ExportError(f"unknown TFLite variant(s) {', '.join(unknown)}", where="variants",
+                          fix=f"use some of: {', '.join(TFLITE_FILES)}")
+
+
 def export_tflite(config: str | Path | dict, checkpoint: str, out_dir: str | Path,
                   max_detections: int = 10, variants: Sequence[str] = ("float32",),
                   calibration_images_count: int = 100) -> dict[str, Path]:
@@ -204,55 +278,18 @@ def export_tflite(config: str | Path | dict, checkpoint: str, out_dir: str | Pat
         >>> export_tflite("runs/demo/pipeline.config", "runs/demo/ckpt-3", "exports/demo",
         ...               variants=["float32", "int8"])
     """
-    from object_detection import export_tflite_graph_lib_tf2
-    from object_detection.utils import config_util
-    from tfod.inference import tflite_input
-
     configs = _configs(config)
     check_tflite_arch(configs, str(config) if not isinstance(config, dict) else "config")
-    unknown = [v for v in variants if v not in TFLITE_FILES]
-    if unknown:
-        raise ExportError(f"unknown TFLite variant(s) {', '.join(unknown)}", where="variants",
-                          fix=f"use some of: {', '.join(TFLITE_FILES)}")
+    check_variants(variants)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scale, offset = _input_normalisation(configs)
-    size = image_size(configs)
-    calibration = calibration_images(configs, calibration_images_count) \
-        if "int8" in variants else []
-    proto = config_util.create_pipeline_proto_from_configs(configs)
     written, meta = {}, {}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as t:
-        work = Path(t)
-        t0 = time.time()
-        export_tflite_graph_lib_tf2.export_tflite_model(
-            proto, _checkpoint_dir(checkpoint, work), str(work / "tflite_graph"),
-            max_detections, use_regular_nms=False)
-        log.info("export: TFLite graph traced in %.0fs", time.time() - t0)
-
-        def representative():
-            for image in calibration:
-                yield [tflite_input(image, size, scale, offset)]
-
+        graph = trace_tflite_graph(configs, checkpoint, Path(t), max_detections)
+        normalisation = _input_normalisation(configs)
         for variant in variants:
-            t0 = time.time()
-            model_bytes = _convert(work / "tflite_graph" / "saved_model", variant,
-                                   representative)
-            final = ExportDir(out_dir).tflite(variant)
-            tmp = work / final.name
-            tmp.write_bytes(model_bytes)
-            os.replace(tmp, final)
-            written[variant] = final
-            meta[final.name] = {"input_size": list(size), "input_scale": scale,
-                                "input_offset": offset,
-                                "input_dtype": "uint8" if variant == "int8" else "float32",
-                                "variant": variant, "max_detections": max_detections}
-            if variant == "int8":
-                meta[final.name]["calibration_images"] = len(calibration)
-            log.info("export: %s (%.2f MB) in %.0fs", final.name, len(model_bytes) / 2**20,
-                     time.time() - t0)
-    meta_path = ExportDir(out_dir).tflite_meta
-    if meta_path.is_file():
-        meta = {**json.loads(meta_path.read_text()), **meta}
-    meta_path.write_text(json.dumps(meta, indent=2))
+            written[variant], meta[written[variant].name] = convert_tflite(
+                configs, graph, out_dir, variant, max_detections, calibration_images_count,
+                normalisation)
+    write_tflite_meta(out_dir, meta)
     return written

@@ -5,8 +5,6 @@ own mAP (or the SavedModel's), with a warning when int8 loses too much."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -17,7 +15,7 @@ import numpy as np
 
 from tfod.errors import ExportError
 from tfod.exporter.records import _decoded_records, _record_files
-from tfod.layout import MAP, MAP50, RunDir
+from tfod.layout import MAP, MAP50, RunDir, printed_to_log
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +74,8 @@ def evaluate_detector(detector, configs: dict, label_map: str | None = None,
     if not count:
         raise ExportError("the eval TFRecords hold no examples", where=", ".join(files),
                           fix="re-run `tfod prepare` with a val split")
-    with contextlib.redirect_stdout(io.StringIO()) as summary:  # pycocotools prints
+    with printed_to_log(log, "export: pycocotools"):
         metrics = evaluator.evaluate()
-    log.debug("%s", summary.getvalue())
     result = {k: float(v) for k, v in metrics.items()}
     result["images"] = count
     result["latency_ms"] = 1000 * float(np.median(times[1:] if len(times) > 1 else times))

@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = {"cpus": os.cpu_count()}
+    result = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     if not args.skip_setup:
         result.update(bench_setup())
     result.update(bench_demo(args.steps))
@@ -113,6 +113,8 @@ def main() -> None:
           f"{result['upstream_mAP@.5']:.3f} | "
           f"{result['mAP@.5'] / max(result['upstream_mAP@.5'], 1e-9):.2f} |")
     print(f"| whole demo (s) | {result['demo_s']:.1f} | | |")
+    print(f"load average (1 min) before: {result['load_before']:.2f}, after: "
+          f"{os.getloadavg()[0]:.2f} on {result['cpus']} CPUs")
     print("stage timings:", json.dumps(result["timings"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

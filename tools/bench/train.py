@@ -20,8 +20,16 @@ Input pipeline: the OD API's own `inputs.train_input` for the config (its augmen
 included) iterated alone in this process, images/s, against the images/s the tfod training
 step consumes (batch / per-step time). A ratio above 1 means the input is not the bottleneck.
 
+Same results (``--map-seeds 0,1,2``): the demo recipe (tiny template, batch 8,
+``--map-steps`` steps, 2000 by default) trained by `tfod train` with ``--threads auto`` and
+with ``--threads tf`` (TensorFlow's pools, what upstream runs with) for each seed, each
+evaluated by `tfod eval` on the 60 val images: mAP per seed, the spread, and the per-step
+time of both. (Upstream's own entry point cannot be seeded, so the seeded comparison is
+between the two thread settings of the same loop; the per-step comparison with upstream
+is the table above.)
+
 Usage: .venv/bin/python tools/bench/train.py [--steps 300] [--repeat 2] [--odd-steps 197]
-       [--no-peer]
+       [--no-peer] [--map-seeds 0,1,2 [--map-steps 2000]]
 Prints a Markdown table for BENCHMARKS.md.
 """
 
@@ -85,6 +93,33 @@ def _input_images_per_second(config: Path, batches: int = 40) -> float:
     return batches * batch / (time.perf_counter() - t0)
 
 
+def _map_table(config: Path, work: Path, seeds: list[int], steps: int) -> None:
+    from tfod.layout import MAP, MAP50, read_json
+
+    rows = {"auto": [], "tf": []}
+    for seed in seeds:
+        for threads in rows:
+            name = f"map-{threads}-{seed}"
+            _run([sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
+                  str(work / "runs"), "--run", name, "--steps", str(steps), "--seed",
+                  str(seed), "--threads", threads])
+            _run([sys.executable, "-m", "tfod.cli", "eval", str(work / "runs" / name)])
+            metrics = read_json(work / "runs" / name / "eval" / "metrics.json")
+            per_step = _per_step(work / "runs" / name / "train", steps)
+            rows[threads].append((seed, metrics[MAP], metrics[MAP50], per_step))
+    print(f"\n`tools/bench/train.py --map-seeds {','.join(map(str, seeds))} --map-steps "
+          f"{steps}` ({len(os.sched_getaffinity(0))} CPUs, {time.strftime('%Y-%m-%d')}):\n")
+    print("| --threads | seed | mAP | mAP@.5 | ms per step (100..N) |")
+    print("|---|---:|---:|---:|---:|")
+    for threads, runs in rows.items():
+        for seed, m, m50, ms in runs:
+            print(f"| {threads} | {seed} | {m:.3f} | {m50:.3f} | {ms * 1e3:.1f} |")
+    for threads, runs in rows.items():
+        maps = [r[1] for r in runs]
+        print(f"{threads}: mAP {min(maps):.3f}-{max(maps):.3f} (spread {max(maps) - min(maps):.3f}),"
+              f" median ms/step {statistics.median(r[3] for r in runs) * 1e3:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -92,9 +127,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--odd-steps", type=int, help="also tfod train --steps K (K > 100)")
     parser.add_argument("--no-peer", action="store_true", help="skip model_main_tf2 and input")
+    parser.add_argument("--map-seeds", help="e.g. 0,1,2: mAP of --threads auto vs tf per seed")
+    parser.add_argument("--map-steps", type=int, default=2000)
     args = parser.parse_args()
-    if args.steps % 100 or args.steps < 200:
-        raise SystemExit("--steps must be a multiple of 100, at least 200")
+    if args.steps and (args.steps % 100 or args.steps < 200):
+        raise SystemExit("--steps must be a multiple of 100, at least 200 (0: only --map-seeds)")
     if args.odd_steps is not None and args.odd_steps <= 100:
         raise SystemExit("--odd-steps must be above 100 (per-step time from step 100)")
     sys.path.insert(0, str(ROOT))
@@ -111,7 +148,7 @@ def main() -> None:
                                             data_dir=prepared["dir"], num_steps=args.steps,
                                             batch_size=args.batch_size)
         upstream, ours, odd = [], [], []
-        for i in range(args.repeat):
+        for i in range(args.repeat if args.steps else 0):
             if not args.no_peer:
                 up_dir = work / f"upstream{i}"
                 _run([sys.executable, str(ROOT / "scripts" / "model_main_tf2.py"),
@@ -127,6 +164,14 @@ def main() -> None:
                       str(work / "runs"), "--run", run_dir.name, "--steps", str(steps),
                       "--checkpoint-every", str(steps)])
                 into.append(_per_step(run_dir / "train", steps))
+        if args.map_seeds:
+            config_map = patch_pipeline_for_dataset(
+                "ssd_mobilenet_v2_tiny", work / "map.config", data_dir=prepared["dir"],
+                num_steps=args.map_steps, batch_size=args.batch_size)
+            _map_table(config_map, work, [int(x) for x in args.map_seeds.split(",")],
+                       args.map_steps)
+        if args.steps == 0:
+            return
         us = statistics.median(ours)
         if not args.no_peer:
             up = statistics.median(upstream)
