@@ -136,3 +136,40 @@ def test_public_surface_equals_the_release_snapshot():
 ADDED_FLAGS = {**{c: {"--json"} for c in ("synth", "prepare", "config", "eval", "export",
                                            "predict", "demo")},
                "train": {"--json", "--threads"}}
+
+
+def test_summary_by_default_json_on_request(tmp_path):
+    """A stage command ends with its human summary; the whole result as JSON on stdout
+    only with --json (it was printed after every command)."""
+    base = [sys.executable, "-m", "tfod.cli", "synth", "--train", "2", "--val", "1",
+            "--size", "64"]
+    quiet = subprocess.run([*base[:4], str(tmp_path / "a"), *base[4:]], capture_output=True,
+                           text=True, check=True)
+    assert "{" not in quiet.stdout
+    loud = subprocess.run([*base[:4], str(tmp_path / "b"), *base[4:], "--json"],
+                          capture_output=True, text=True, check=True)
+    assert Path(json.loads(loud.stdout)["out_dir"]) == tmp_path / "b"
+    assert "wrote 3 images" in quiet.stderr  # the summary
+
+
+def test_file_only_records_reach_the_stage_log_not_the_terminal(tmp_path):
+    """Records marked layout.FILE_ONLY (pycocotools' printout, the converter's C++ lines)
+    go to the stage's log file; the terminal shows the others; -v shows both."""
+    code = ("import logging, sys\n"
+            "from tfod import cli\n"
+            "from tfod.layout import FILE_ONLY, stage_log, printed_to_log\n"
+            "cli._setup_logging(len(sys.argv) > 2)\n"
+            "log = logging.getLogger('tfod.x')\n"
+            "with stage_log(sys.argv[1], 'x'):\n"
+            "    log.info('for people')\n"
+            "    with printed_to_log(log, 'printed'):\n"
+            "        print('raw 12-line summary')\n")
+    for verbose in (False, True):
+        folder = tmp_path / str(verbose)
+        folder.mkdir()
+        done = subprocess.run([sys.executable, "-c", code, str(folder), *(["-v"] * verbose)],
+                              capture_output=True, text=True, check=True)
+        assert "for people" in done.stderr and done.stdout == ""
+        assert ("raw 12-line summary" in done.stderr) == verbose
+        log_text = (folder / "x.log").read_text()
+        assert "for people" in log_text and "raw 12-line summary" in log_text
