@@ -9,7 +9,7 @@ Peers:
   * accuracy: the demo's mAP against the mAP of the upstream-trained checkpoint, both
     measured by `tfod.evaluate` on the same val split.
 
-Usage: .venv/bin/python tools/bench/setup_and_demo.py [--skip-setup] [--steps 2000]
+Usage: .venv/bin/python tools/bench/setup_and_demo.py [--skip-setup] [--steps 2000] [--no-peer]
 Prints a Markdown table for BENCHMARKS.md.
 """
 
@@ -52,7 +52,7 @@ def bench_setup() -> dict:
     return {"fresh_setup_s": fresh, "second_setup_s": again}
 
 
-def bench_demo(steps: int) -> dict:
+def bench_demo(steps: int, peer: bool = True) -> dict:
     sys.path.insert(0, str(ROOT))
     import tfod  # noqa: F401
     from tfod.demonstration import demo
@@ -64,6 +64,9 @@ def bench_demo(steps: int) -> dict:
         summary = demo(work, num_steps=steps)
         demo_s = time.time() - t0
         tfod_train_s = summary["timings"]["train"]
+        if not peer:
+            return {"demo_s": demo_s, "mAP": summary["mAP"], "mAP@.5": summary["mAP@.5"],
+                    "timings": summary["timings"], "tfod_train_s": tfod_train_s}
         # peer: the upstream loop on the same config
         upstream_dir = work / "runs" / "upstream"
         config = work / "runs" / "demo" / "pipeline.config"
@@ -86,24 +89,8 @@ def bench_demo(steps: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-setup", action="store_true")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
-    if not args.skip_setup:
-        result.update(bench_setup())
-    result.update(bench_demo(args.steps))
-    print("| measure | tfod | peer | ratio |")
-    print("|---|---|---|---|")
-    if "fresh_setup_s" in result:
-        print(f"| `make setup` (s): second run vs fresh | {result['second_setup_s']:.1f} | "
-              f"{result['fresh_setup_s']:.1f} | "
-              f"{result['second_setup_s'] / result['fresh_setup_s']:.3f} |")
-    print(f"| train {args.steps} steps (s): tfod train vs upstream model_main_tf2 | "
+def _print_peer_rows(result: dict, steps: int) -> None:
+    print(f"| train {steps} steps (s): tfod train vs upstream model_main_tf2 | "
           f"{result['tfod_train_s']:.1f} | {result['upstream_train_s']:.1f} | "
           f"{result['tfod_train_s'] / result['upstream_train_s']:.2f} |")
     print(f"| mAP: tfod demo vs upstream-trained (step {result['upstream_step']}) | "
@@ -112,6 +99,31 @@ def main() -> None:
     print(f"| mAP@.5: tfod demo vs upstream-trained | {result['mAP@.5']:.3f} | "
           f"{result['upstream_mAP@.5']:.3f} | "
           f"{result['mAP@.5'] / max(result['upstream_mAP@.5'], 1e-9):.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-setup", action="store_true")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--no-peer", action="store_true",
+                        help="the demo alone (no upstream training to compare with)")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    if not args.skip_setup:
+        result.update(bench_setup())
+    result.update(bench_demo(args.steps, peer=not args.no_peer))
+    print("| measure | tfod | peer | ratio |")
+    print("|---|---|---|---|")
+    if "fresh_setup_s" in result:
+        print(f"| `make setup` (s): second run vs fresh | {result['second_setup_s']:.1f} | "
+              f"{result['fresh_setup_s']:.1f} | "
+              f"{result['second_setup_s'] / result['fresh_setup_s']:.3f} |")
+    if args.no_peer:
+        print(f"| mAP / mAP@.5 of the demo | {result['mAP']:.3f} / {result['mAP@.5']:.3f} | | |")
+    else:
+        _print_peer_rows(result, args.steps)
     print(f"| whole demo (s) | {result['demo_s']:.1f} | | |")
     print(f"load average (1 min) before: {result['load_before']:.2f}, after: "
           f"{os.getloadavg()[0]:.2f} on {result['cpus']} CPUs")
