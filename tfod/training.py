@@ -199,30 +199,33 @@ def _one_pass(config: Path, run: RunDir, configs: dict, patch, start: int, total
     """``model_lib_v2.train_loop`` from ``start`` to ``total`` (or an interruption);
     returns the captured loop objects, the status and an out-of-memory error, if any."""
     import tensorflow as tf
-    from object_detection import model_lib_v2
 
     captured = runtime.Captured(configs["train_config"])
     loop_args = patch.arguments(start, captured, functools.partial(
         captured.save, run.root, strat, max_to_keep))
     progress = _Progress(captured, start, total)
     status, oom = "finished", None
-    with captured.hooks(), runtime.odapi_without_autograph():
-        progress.start()
-        try:
-            model_lib_v2.train_loop(
-                pipeline_config_path=str(config), model_dir=str(run.root),
-                train_steps=total, use_tpu=False, checkpoint_max_to_keep=max_to_keep,
-                record_summaries=True, **loop_args)
-        except runtime.Finished:  # upstream's own clean-up, skipped by the exception
-            model_lib_v2.clean_temporary_directories(
-                strat, model_lib_v2.get_filepath(strat, str(run.train_dir)))
-        except KeyboardInterrupt:
-            status = "interrupted"
-            log.warning("train: interrupted at step %d; saving a checkpoint", captured.step())
-        except tf.errors.ResourceExhaustedError as exc:
-            oom = exc
-        finally:
-            progress.done.set()
+    try:
+        from object_detection import model_lib_v2  # loaded by _train_loop already
+
+        with captured.hooks(), runtime.odapi_without_autograph():
+            progress.start()
+            try:
+                model_lib_v2.train_loop(
+                    pipeline_config_path=str(config), model_dir=str(run.root),
+                    train_steps=total, use_tpu=False, checkpoint_max_to_keep=max_to_keep,
+                    record_summaries=True, **loop_args)
+            except runtime.Finished:  # upstream's own clean-up, skipped by the exception
+                model_lib_v2.clean_temporary_directories(
+                    strat, model_lib_v2.get_filepath(strat, str(run.train_dir)))
+    except KeyboardInterrupt:
+        status = "interrupted"
+        log.warning("train: interrupted at step %d; saving a checkpoint", captured.step())
+    except tf.errors.ResourceExhaustedError as exc:
+        oom = exc
+    finally:
+        progress.done.set()
+        if progress.ident is not None:  # started
             progress.join()
     return captured, status, oom
 
@@ -232,6 +235,10 @@ def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint
     """Training passes until ``total`` steps: more than one only when ``auto_batch`` halves
     the batch after running out of memory (from the last checkpoint). Returns what the
     run summary needs, the last checkpoint saved."""
+    # imported whole before Ctrl-C is turned into KeyboardInterrupt: an import interrupted
+    # half-way leaves half-loaded modules behind, and the final save needs them
+    from object_detection import model_lib_v2  # noqa: F401
+
     patch = runtime.LoopPatch(total, checkpoint_every)  # its variables outside strat.scope()
     start = first = latest_step(run.root)
     batch = int(configs["train_config"].batch_size)
@@ -243,8 +250,12 @@ def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint
                      "%d, batch %d, strategy %s, %d replica(s)", config, run.root, start,
                      total, runtime.CHUNK_CAP, checkpoint_every, batch,
                      type(strat).__name__, strat.num_replicas_in_sync)
-            captured, status, oom = _one_pass(config, run, configs, patch, start, total,
-                                              strat, max_to_keep)
+            try:
+                captured, status, oom = _one_pass(config, run, configs, patch, start, total,
+                                                  strat, max_to_keep)
+            except KeyboardInterrupt:  # before _one_pass's own handler was reached
+                log.warning("train: interrupted at step %d", start)
+                captured, status, oom = runtime.Captured(), "interrupted", None
             if oom is None:
                 break
             if not auto_batch or batch <= 1:
@@ -258,7 +269,7 @@ def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint
                         captured.step(), old, batch, batch / old, start)
         checkpoint = _final_checkpoint(captured, run, strat, max_to_keep)
     seconds = time.time() - t0
-    step = captured.step()
+    step = captured.step() or start  # 0 also when interrupted before the loop restored it
     result = {"run_dir": str(run.root), "step": step, "checkpoint": checkpoint,
               "seconds": seconds, "status": status, "batch_size": batch,
               "steps_per_sec": (step - first) / seconds if seconds else 0.0}
