@@ -193,7 +193,7 @@ def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
     assert train_mod.latest_step(run_dir) == summary["step"]
 
 
-@pytest.mark.parametrize("delay", [0.0, 2.0])
+@pytest.mark.parametrize("delay", [0.0, 0.0, 2.0])
 def test_sigterm_while_the_graph_is_built_ends_cleanly(tiny_run, tmp_path, delay):
     """SIGTERM before the first step (the model's weights not built yet): exit 130 with
     the run summary "interrupted at step 0", no traceback. It raised Keras' "Weights for

@@ -246,11 +246,11 @@ def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint
     t0 = time.time()
     with _interrupt_as_keyboard_interrupt(), strat.scope():
         while True:
-            log.info("train: %s -> %s, steps %d..%d (up to %d per call), checkpoint every "
-                     "%d, batch %d, strategy %s, %d replica(s)", config, run.root, start,
-                     total, runtime.CHUNK_CAP, checkpoint_every, batch,
-                     type(strat).__name__, strat.num_replicas_in_sync)
-            try:
+            try:  # (a Ctrl-C can land while this line is still being logged)
+                log.info("train: %s -> %s, steps %d..%d (up to %d per call), checkpoint "
+                         "every %d, batch %d, strategy %s, %d replica(s)", config, run.root,
+                         start, total, runtime.CHUNK_CAP, checkpoint_every, batch,
+                         type(strat).__name__, strat.num_replicas_in_sync)
                 captured, status, oom = _one_pass(config, run, configs, patch, start, total,
                                                   strat, max_to_keep)
             except KeyboardInterrupt:  # before _one_pass's own handler was reached
