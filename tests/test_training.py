@@ -162,8 +162,10 @@ def test_unknown_strategy_and_multiworker_needs_tf_config(monkeypatch):
         distribute.make_strategy("multi-worker")
 
 
-def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
-    """SIGTERM (handled like Ctrl-C) in the middle of training: a checkpoint of the step reached."""
+def _train_and_sigterm(tiny_run, tmp_path, run: str, steps: int, marker: str,
+                       delay: float) -> tuple[int, str]:
+    """`tfod train` of tiny_run's config in a subprocess, SIGTERM ``delay`` seconds after
+    the first stderr line containing ``marker``; returns (exit code, its stderr)."""
     import os
     import signal
     import subprocess
@@ -174,18 +176,25 @@ def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
     config.write_text(tiny_run["config"].read_text())
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
-         str(tmp_path / "runs"), "--run", "sig", "--steps", "100000"],
+         str(tmp_path / "runs"), "--run", run, "--steps", str(steps)],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []
     deadline = time.time() + 600
-    for line in proc.stderr:  # wait until real training steps run
+    for line in proc.stderr:
         lines.append(line)
-        if "graph built" in line or time.time() > deadline:
+        if marker in line or time.time() > deadline:
             break
-    time.sleep(3)
+    time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=300)
-    assert proc.returncode == 130, "".join(lines) + rest
+    return proc.returncode, "".join(lines) + rest
+
+
+def test_sigterm_leaves_a_checkpoint_of_the_last_step(tiny_run, tmp_path):
+    """SIGTERM (handled like Ctrl-C) in the middle of training: a checkpoint of the step reached."""
+    # real training steps run once the graph is built
+    code, output = _train_and_sigterm(tiny_run, tmp_path, "sig", 100000, "graph built", 3)
+    assert code == 130, output
     run_dir = tmp_path / "runs" / "sig"
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["status"] == "interrupted"
@@ -200,28 +209,9 @@ def test_sigterm_while_the_graph_is_built_ends_cleanly(tiny_run, tmp_path, delay
     model ... have not yet been created" while saving the final checkpoint; and a signal
     right after the loop's first log line (delay 0) landed while the OD API's loop module
     was still being imported: no summary, or a traceback from the half-imported modules."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    config = tmp_path / "pipeline.config"
-    config.write_text(tiny_run["config"].read_text())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfod.cli", "train", str(config), "--runs-root",
-         str(tmp_path / "runs"), "--run", "early", "--steps", "1000"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in proc.stderr:  # the loop starts: the train step is being traced now
-        lines.append(line)
-        if "per call" in line:
-            break
-    time.sleep(delay)
-    proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=300)
-    output = "".join(lines) + rest
-    assert proc.returncode == 130, output
+    # "per call" ends the loop's first line: the train step is traced after it
+    code, output = _train_and_sigterm(tiny_run, tmp_path, "early", 1000, "per call", delay)
+    assert code == 130, output
     assert "Traceback" not in output and "graph built" not in output, output
     summary = json.loads((tmp_path / "runs" / "early" / "train_summary.json").read_text())
     assert (summary["status"], summary["step"]) == ("interrupted", 0)
