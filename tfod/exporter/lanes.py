@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tfod.distribute import _cores
 from tfod.errors import ExportError
 from tfod.exporter.formats import (TRACED, _input_normalisation, convert_tflite,
                                    export_frozen_graph, export_saved_model, trace_tflite_graph,
@@ -106,11 +107,7 @@ def _split(variants: list[str], tf_formats: bool) -> tuple[list[str], list[str]]
 def use_lanes(variants: list[str], tf_formats: bool) -> bool:
     """Two lanes pay (a second process costs a TensorFlow import) with 2+ cores and at
     least two pieces of work beside the trace."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return cores >= 2 and bool(variants) and (tf_formats or len(variants) >= 2)
+    return _cores() >= 2 and bool(variants) and (tf_formats or len(variants) >= 2)
 
 
 def _wait_for_trace(graph_dir: Path, future) -> None:
