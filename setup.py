@@ -14,6 +14,11 @@ setup(
     packages=find_packages(include=["tfod", "tfod.*"]),
     package_data={"tfod": ["py.typed"]},
     entry_points={"console_scripts": ["tfod=tfod.cli:main"]},
-    # `tfod tensorboard --ngrok`: pip install 'tfod[ngrok]' (imported only when used)
-    extras_require={"ngrok": ["pyngrok>=9,<10"]},
+    extras_require={
+        # `tfod tensorboard --ngrok`: pip install 'tfod[ngrok]' (imported only when used)
+        "ngrok": ["pyngrok>=9,<10"],
+        # `tfod predict --model model.tflite` on a device: the LiteRT runtime, no
+        # TensorFlow (pip install 'tfod[lite]'; `make lite`; README "On a device")
+        "lite": ["ai-edge-litert>=2", "numpy", "pillow", "tqdm"],
+    },
 )

@@ -71,6 +71,32 @@ def test_doctor_passes():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all checks passed" in out.stdout
     assert "protobuf backend: upb" in out.stdout
+    from importlib import metadata
+
+    tf = metadata.version("tensorflow")
+    stack = "tf" + ".".join(tf.split(".")[:2])
+    assert f"[ok] stack: {stack} (TensorFlow {tf}, tf-keras " in out.stdout
+
+
+def test_doctor_stack_check():
+    """The stack line of `tfod doctor` (issue 14): a TF / tf-keras pair that does not match
+    fails with the fix; a pinned pair is named with its constraints file; a version that
+    differs from the pins or an untested TensorFlow is reported."""
+    from tfod.diagnostics import stack_check
+
+    name, ok, detail = stack_check({"tensorflow": "2.21.0", "tf-keras": "2.20.1"})
+    assert (name, ok) == (None, False)
+    assert "pip install 'tf-keras==2.21.*'" in detail and "STACK=tf2.21" in detail
+    assert stack_check({"tensorflow": "2.21.0", "tf-keras": "not installed"})[1] is False
+    for tf, keras, pins in (("2.20.0", "2.20.1", "constraints.txt"),
+                            ("2.21.0", "2.21.0", "constraints-tf2.21.txt")):
+        name, ok, detail = stack_check({"tensorflow": tf, "tf-keras": keras})
+        assert ok and detail.endswith(f"as pinned in {pins}"), detail
+    name, ok, detail = stack_check({"tensorflow": "2.21.3", "tf-keras": "2.21.0"})
+    assert ok and "differs from constraints-tf2.21.txt: tensorflow 2.21.3 (pinned 2.21.0)" \
+        in detail
+    name, ok, detail = stack_check({"tensorflow": "2.22.0", "tf-keras": "2.22.0"})
+    assert (name, ok) == (None, True) and "not one of tfod's tested stacks" in detail
 
 
 def test_python_api_names_match_commands():

@@ -5,6 +5,7 @@ or the refusal), so when a future stack fixes the break, the matching test says
 so and the shim can go.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -298,3 +299,32 @@ def test_lvis_eval_numpy_float():
                                            iou_type="bbox")
     metrics = evaluator.ComputeMetrics()
     assert metrics["AP"] == pytest.approx(1.0)
+
+
+def test_lvis_imports_without_opencv():
+    """lvis/__init__.py imports its visualiser, which imports cv2; tfod's install has no
+    OpenCV. Without the shim `import lvis` (and so every OD API eval) fails."""
+    if importlib.util.find_spec("cv2") is not None:
+        pytest.skip("OpenCV is installed here: the shim stays off")
+    import lvis
+    from object_detection.metrics import lvis_evaluation
+
+    assert compat.ACTIVE.get("lvis_without_opencv")
+    assert "cv2" not in sys.modules  # nothing else sees the stand-in
+    assert lvis_evaluation.LVISMaskEvaluator is not None
+    with pytest.raises(ImportError, match="pip install opencv-python-headless"):
+        lvis.vis.cv2.imread  # noqa: B018
+
+
+def test_summary_ops_have_tensorboard(tmp_path):
+    """TF 2.21 no longer depends on TensorBoard, and without it every tf.summary op raises
+    TBNotInstalledError, first in the OD API's train step (model_lib_v2 writes image
+    summaries). requirements.txt lists tensorboard; this fails on an install without it."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        assert tf.summary.image("x", tf.zeros([1, 4, 4, 3]), step=0)
+        assert tf.summary.scalar("loss", 1.0, step=0)
+    writer.flush()
+    assert list(tmp_path.glob("events.out.tfevents.*"))

@@ -232,3 +232,49 @@ def test_predicted_pixel_boxes_are_the_models_boxes_on_non_square_images(
                 [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")],
                 [xmin * w, ymin * h, xmax * w, ymax * h], atol=0.05 + 1e-6)  # 1 decimal
             assert float(row["score"]) == pytest.approx(float(ref["scores"][i]), abs=5e-5)
+
+
+def test_tflite_predict_imports_no_tensorflow(tiny_export, tiny_run, tmp_path):
+    """`tfod predict --model model.tflite` in a fresh process: TensorFlow, the OD API and
+    Keras are never imported, and the detections are those of the same prediction made
+    where TensorFlow is loaded. Would have caught: the label map read with label_map_util
+    (imports TensorFlow), boxes drawn with the OD API's visualization_utils, a module
+    import of TensorFlow anywhere on predict's path."""
+    import subprocess
+    import sys
+    import textwrap
+
+    _, out = tiny_export
+    images = tiny_run["root"] / "raw" / "JPEGImages"
+    model = out / "model_int8.tflite"
+    code = textwrap.dedent(f"""
+        import json, sys
+        from tfod.cli import main
+        rc = main(["predict", {str(images)!r}, "--model", {str(model)!r},
+                   "--out", {str(tmp_path / "lite")!r}, "--threshold", "0.1"])
+        heavy = ("tensorflow", "object_detection", "tf_keras", "keras", "official")
+        print(json.dumps({{"rc": rc, "loaded": sorted({{m.split(".")[0] for m in sys.modules
+                                                       if m.split(".")[0] in heavy}})}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"rc": 0, "loaded": []}
+    assert len(list((tmp_path / "lite").glob("*.png"))) == 22
+    lite = json.loads((tmp_path / "lite" / "detections.json").read_text())
+    predict(images, model, tmp_path / "full", threshold=0.1)  # in this process: TF loaded
+    full = json.loads((tmp_path / "full" / "detections.json").read_text())
+    assert lite and lite == full
+    assert {d["category"] for d in lite} <= {"circle", "square", "triangle"}
+
+
+def test_labels_txt(tmp_path):
+    from tfod.inference import _category_index
+
+    (tmp_path / "labels.txt").write_text("cat\ndog\n\n")
+    assert _category_index(tmp_path / "labels.txt") == {1: {"id": 1, "name": "cat"},
+                                                       2: {"id": 2, "name": "dog"}}
+    for bad in ("cat\n\ndog\n", "cat\ncat\n", "\n"):
+        (tmp_path / "labels.txt").write_text(bad)
+        with pytest.raises(ExportError, match="one distinct class name per line"):
+            _category_index(tmp_path / "labels.txt")

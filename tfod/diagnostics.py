@@ -51,6 +51,57 @@ def _tiny_model() -> str:
     return f"tiny SSD MobileNet V2 builds and runs ({params:,} parameters, {n} detections)"
 
 
+#: tfod's pinned stacks: name -> constraints file (in the checkout; `make setup STACK=name`)
+STACKS = {"tf2.20": "constraints.txt", "tf2.21": "constraints-tf2.21.txt"}
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def stack_check(versions: dict, root=None) -> tuple[str | None, bool, str]:
+    """(stack name or None, ok, detail) of the installed TensorFlow / tf-keras pair.
+
+    Not ok when the two do not share major.minor (tf-keras X.Y only works with
+    TensorFlow X.Y). A pair outside :data:`STACKS` is reported as untested; a pinned
+    stack whose versions differ from its constraints file (in ``root``, the checkout) is
+    flagged too.
+
+    Example:
+        >>> stack_check({"tensorflow": "2.21.0", "tf-keras": "2.20.1"})[1]
+        False
+    """
+    from pathlib import Path
+
+    tf, keras = versions.get("tensorflow", "not installed"), versions.get("tf-keras",
+                                                                         "not installed")
+    if "not installed" in (tf, keras):
+        return None, False, (f"TensorFlow {tf}, tf-keras {keras}: both are needed; "
+                             "run `make setup` (or `make setup STACK=tf2.21`)")
+    if _minor(tf) != _minor(keras):
+        return None, False, (f"TensorFlow {tf} with tf-keras {keras} do not match (tf-keras "
+                             f"{_minor(keras)} needs TensorFlow {_minor(keras)}): "
+                             f"pip install 'tf-keras=={_minor(tf)}.*', or make setup "
+                             f"STACK=tf{_minor(tf)} for a pinned stack")
+    name = f"tf{_minor(tf)}"
+    if name not in STACKS:
+        return None, True, (f"TensorFlow {tf} / tf-keras {keras} is not one of tfod's tested "
+                            f"stacks ({', '.join(STACKS)}); `make setup` installs one")
+    detail = f"{name} (TensorFlow {tf}, tf-keras {keras})"
+    pins = Path(root or Path(__file__).resolve().parent.parent) / STACKS[name]
+    if pins.is_file():
+        pinned = {}
+        for line in pins.read_text().splitlines():
+            pkg, _, version = line.partition("==")
+            pinned[pkg.strip().lower().replace("_", "-")] = version.strip()
+        differ = [f"{pkg} {versions[pkg]} (pinned {pinned[pkg]})" for pkg in
+                  ("tensorflow", "tf-keras") if pinned.get(pkg, versions[pkg]) != versions[pkg]]
+        if differ:
+            return name, True, detail + f"; differs from {pins.name}: " + ", ".join(differ)
+        detail += f", as pinned in {pins.name}"
+    return name, True, detail
+
+
 def onednn_empty_conv_ok() -> bool:
     """False when a Conv2D whose output should be empty returns garbage (TF 2.20 oneDNN)."""
     import tensorflow as tf
@@ -75,6 +126,8 @@ def doctor() -> dict:
     versions = package_versions()
     lines = [f"python {platform.python_version()} ({platform.machine()})"]
     lines += [f"{k} {v}" for k, v in versions.items() if k != "python"]
+    _, stack_ok, stack_detail = stack_check(versions)
+    results.append(("stack", stack_ok, stack_detail))
     import tensorflow as tf
     from google.protobuf.internal import api_implementation
 

@@ -269,14 +269,40 @@ def list_images(source: str | Path | Iterable[str]) -> list[Path]:
 
 
 def _category_index(label_map: str | Path | None) -> dict:
-    if label_map and Path(label_map).is_file():
+    """{id: {"id", "name"}} of a ``label_map.pbtxt`` (read with the OD API's
+    label_map_util, which imports TensorFlow) or of a ``labels.txt`` (one class per line
+    in id order, as ``tfod export`` writes it; read without TensorFlow)."""
+    if not label_map or not Path(label_map).is_file():
+        return {}
+    label_map = Path(label_map)
+    if label_map.suffix == ".txt":
+        return _labels_txt(label_map)
+    try:
         from object_detection.utils import label_map_util
+    except ImportError as exc:  # a TFLite-only install: no TensorFlow, no OD API
+        raise ExportError(f"reading a label_map.pbtxt needs the full install ({exc})",
+                          where=str(label_map),
+                          fix="give --label-map labels.txt (one class per line, in id order; "
+                              "tfod export writes it beside the model)") from None
+    return label_map_util.create_category_index_from_labelmap(str(label_map))
 
-        return label_map_util.create_category_index_from_labelmap(str(label_map))
-    return {}
+
+def _labels_txt(path: Path) -> dict:
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names or "" in names or len(set(names)) != len(names):
+        raise ExportError("labels.txt must hold one distinct class name per line",
+                          where=str(path), fix="write the class names in id order (id 1 first)")
+    return {i: {"id": i, "name": name} for i, name in enumerate(names, 1)}
 
 
 def _find_label_map(model: Path) -> Path | None:
+    """The label map beside an exported model: for a ``.tflite``, the ``labels.txt`` of its
+    export folder first (so a TFLite prediction needs no TensorFlow), else the nearest
+    ``label_map.pbtxt``."""
+    if model.suffix == ".tflite" and ExportDir(model.parent).labels.is_file():
+        return ExportDir(model.parent).labels
     for folder in (model if model.is_dir() else model.parent, model.parent, model.parent.parent):
         if (folder / LABEL_MAP).is_file():
             return folder / LABEL_MAP
@@ -316,9 +342,17 @@ def _detections(path: Path, rgb, out: dict, threshold: float, max_detections: in
 
 def _draw(rgb, out: dict, keep, categories: dict, threshold: float, max_detections: int,
           target: Path) -> None:
-    """The image with its kept boxes drawn by the OD API's visualization_utils, as PNG."""
-    from object_detection.utils import visualization_utils as vu
+    """The image with its kept boxes as PNG: drawn by the OD API's visualization_utils
+    when TensorFlow is loaded anyway (SavedModel, frozen graph), else (a TFLite model,
+    which must run without TensorFlow) by :func:`_draw_with_pillow`."""
+    import sys
+
     from PIL import Image
+
+    if "tensorflow" not in sys.modules:
+        _draw_with_pillow(rgb, out, keep, categories, target)
+        return
+    from object_detection.utils import visualization_utils as vu
 
     canvas = rgb.copy()
     vu.visualize_boxes_and_labels_on_image_array(
@@ -327,6 +361,33 @@ def _draw(rgb, out: dict, keep, categories: dict, threshold: float, max_detectio
         use_normalized_coordinates=True, min_score_thresh=threshold,
         max_boxes_to_draw=max_detections, line_thickness=2)
     Image.fromarray(canvas).save(target)
+
+
+#: box colours of the Pillow drawer, by class id
+_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
+            "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#000075")
+
+
+def _draw_with_pillow(rgb, out: dict, keep, categories: dict, target: Path) -> None:
+    """Kept boxes and ``name: score%`` labels drawn with Pillow only (no TensorFlow)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    h, w = rgb.shape[:2]
+    for i in keep:
+        ymin, xmin, ymax, xmax = (float(v) for v in out["boxes"][i])
+        cls = int(out["classes"][i])
+        colour = _COLOURS[cls % len(_COLOURS)]
+        box = (xmin * w, ymin * h, xmax * w, ymax * h)
+        draw.rectangle(box, outline=colour, width=2)
+        text = f"{categories.get(cls, {}).get('name', str(cls))}: {out['scores'][i]:.0%}"
+        left, top, right, bottom = draw.textbbox((box[0], box[1]), text)
+        up = bottom - top + 2
+        y = box[1] - up if box[1] >= up else box[1]
+        draw.rectangle((box[0], y, box[0] + right - left + 4, y + up), fill=colour)
+        draw.text((box[0] + 2, y), text, fill="black")
+    image.save(target)
 
 
 def _write_csv(rows: list, csv_path: Path) -> None:

@@ -154,13 +154,34 @@ def _resnet_builder(module) -> bool:
 
 
 class _MissingOptional(types.ModuleType):
-    def __init__(self, name: str, needed_for: str):
+    def __init__(self, name: str, needed_for: str, pip_name: str | None = None):
         super().__init__(name)
         self.__dict__["_needed_for"] = needed_for
+        self.__dict__["_pip_name"] = pip_name or name.replace("_", "-")
 
     def __getattr__(self, attr):
         raise ImportError(f"{self.__name__} is not installed; it is needed for "
-                          f"{self.__dict__['_needed_for']} (pip install {self.__name__.replace('_', '-')})")
+                          f"{self.__dict__['_needed_for']} "
+                          f"(pip install {self.__dict__['_pip_name']})")
+
+
+@contextlib.contextmanager
+def _lvis_without_opencv():
+    """Break: lvis/__init__.py:5 imports its visualiser (lvis/vis.py:1 ``import cv2``),
+    so ``from lvis import LVISEval`` needs OpenCV (153 MB) although the OD API's LVIS
+    metrics (metrics/lvis_evaluation.py:23, imported by every eval through
+    eval_util.py:36) never draw. tfod's install leaves OpenCV out; the visualiser then
+    says what to install when used."""
+    if "cv2" in sys.modules or importlib.util.find_spec("cv2"):
+        yield
+        return
+    sys.modules["cv2"] = _MissingOptional("cv2", "lvis.LVISVis (LVIS visualisation)",
+                                          "opencv-python-headless")
+    try:
+        yield
+    finally:
+        sys.modules.pop("cv2", None)
+    _mark("lvis_without_opencv", "lvis/vis.py:1: cv2 imported lazily")
 
 
 @contextlib.contextmanager
@@ -383,6 +404,11 @@ _register(Shim("int64_feature_bools", ("object_detection.utils.dataset_util",),
                "e.g. dataset_tools/create_coco_tf_record.py:223,321 with iscrowd=false)",
                after=_int64_features_accept_bools))
 
+
+_register(Shim("lvis_without_opencv", ("lvis.vis",),
+               "lvis/__init__.py:5 imports lvis/vis.py, which imports cv2 at import time; "
+               "the OD API's LVIS metrics (metrics/lvis_evaluation.py:23) never draw",
+               before=_lvis_without_opencv))
 
 # LVIS metrics (metrics/lvis_tools.py:111 -> lvis.eval.LVISEval.accumulate).
 _register(Shim("lvis_numpy_float", ("lvis.eval",),
