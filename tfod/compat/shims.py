@@ -160,9 +160,50 @@ class _MissingOptional(types.ModuleType):
         self.__dict__["_pip_name"] = pip_name or name.replace("_", "-")
 
     def __getattr__(self, attr):
+        if attr.startswith("__"):  # the import system's probes (__path__, ...)
+            raise AttributeError(attr)
         raise ImportError(f"{self.__name__} is not installed; it is needed for "
                           f"{self.__dict__['_needed_for']} "
                           f"(pip install {self.__dict__['_pip_name']})")
+
+
+def _missing_function(name: str, package: str, needed_for: str):
+    def missing(*_args, **_kwargs):
+        raise ImportError(f"{package} is not installed; {name} is needed for {needed_for} "
+                          f"(pip install {package})")
+
+    missing.__name__ = name.rsplit(".", 1)[-1]
+    return missing
+
+
+@contextlib.contextmanager
+def _lazy_scipy():
+    """Break: core/target_assigner.py:48,54, which every model imports, imports
+    matchers/hungarian_matcher.py:19 (``from scipy.optimize import
+    linear_sum_assignment``: DETR's matcher) and core/densepose_ops.py:30 (``import
+    scipy.io``: DensePose's UV data), so every model needs SciPy (143 MB) for two
+    features no tfod template uses. tfod's install leaves SciPy out; those two functions
+    then say what to install when called."""
+    if "scipy" in sys.modules or importlib.util.find_spec("scipy"):
+        yield
+        return
+    needed = "DETR's Hungarian matcher and DensePose's UV data"
+    scipy = _MissingOptional("scipy", needed)
+    optimize = _MissingOptional("scipy.optimize", needed, "scipy")
+    io = _MissingOptional("scipy.io", needed, "scipy")
+    optimize.__dict__["linear_sum_assignment"] = _missing_function(
+        "scipy.optimize.linear_sum_assignment", "scipy", "DETR's Hungarian matcher")
+    io.__dict__["loadmat"] = _missing_function("scipy.io.loadmat", "scipy",
+                                               "DensePose's UV data")
+    scipy.__dict__.update(optimize=optimize, io=io)
+    stand_ins = {"scipy": scipy, "scipy.optimize": optimize, "scipy.io": io}
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
+    _mark("scipy_lazy", "hungarian_matcher.py:19, densepose_ops.py:30: scipy imported lazily")
 
 
 @contextlib.contextmanager
@@ -405,6 +446,12 @@ _register(Shim("int64_feature_bools", ("object_detection.utils.dataset_util",),
                after=_int64_features_accept_bools))
 
 
+_register(Shim("scipy_lazy", ("object_detection.matchers.hungarian_matcher",
+                             "object_detection.core.densepose_ops"),
+               "matchers/hungarian_matcher.py:19 and core/densepose_ops.py:30 import scipy at "
+               "import time (via core/target_assigner.py:48,54, imported by every model); "
+               "only DETR's matcher and DensePose's UV data use it",
+               before=_lazy_scipy))
 _register(Shim("lvis_without_opencv", ("lvis.vis",),
                "lvis/__init__.py:5 imports lvis/vis.py, which imports cv2 at import time; "
                "the OD API's LVIS metrics (metrics/lvis_evaluation.py:23) never draw",
