@@ -1,7 +1,8 @@
-"""tfod: fine-tune TensorFlow Object Detection API models on TF 2.20.
+"""tfod: fine-tune TensorFlow Object Detection API models on TF 2.20 or 2.21.
 
-Install with ``make setup`` (pins the stack and checks the OD API sdist's sha256);
-``pip install -e .`` alone installs tfod and its console script only.
+Install with ``make setup [STACK=tf2.21]`` (pins the stack, checks the OD API sdist's sha256);
+``pip install -e .`` alone installs tfod and its console script only; ``pip install '.[lite]'``
+adds what a TFLite prediction needs, without TensorFlow.
 """
 
 from setuptools import find_packages, setup
