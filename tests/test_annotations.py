@@ -321,7 +321,16 @@ def test_csv_file_errors(tmp_path):
     with pytest.raises(DatasetError, match=r"not UTF-8 text \(invalid continuation byte at "
                                             r"byte 37\)") as info:
         read_csv(bad)
-    assert str(info.value).startswith(f"{bad}:")
+    assert str(info.value).startswith(f"{bad}:2: ")
+    # past the decoder's first chunk (8 KB): the line and byte are the file's own
+    far = tmp_path / "far.csv"
+    rows = b"".join(b"img%05d.jpg,a,1,1,2,2\n" % i for i in range(2000))
+    far.write_bytes(b"\xef\xbb\xbffilename,class,xmin,ymin,xmax,ymax\n" + rows
+                    + b"caf\xe9.jpg,a,1,1,2,2\n")
+    offset = 3 + 35 + len(rows) + 3
+    with pytest.raises(DatasetError, match=rf"not UTF-8 text \(.* at byte {offset}\)") as info:
+        read_csv(far)
+    assert str(info.value).startswith(f"{far}:2002: ")
     huge = tmp_path / "huge.csv"
     huge.write_text("filename,class,xmin,ymin,xmax,ymax\n" + "a" * 200_000 + ",a,1,1,2,2\n")
     with pytest.raises(DatasetError, match="not a readable CSV"):
@@ -636,9 +645,8 @@ def test_csv_file_error_texts_in_full(tmp_path):
         "None; rename the columns or map them (--columns class=label)")
     bad = tmp_path / "latin1.csv"
     bad.write_bytes(b"filename,class,xmin,ymin,xmax,ymax\nna\xefve.jpg,a,1,1,2,2\n")
-    # the line number is left out: it is where the csv module was, not always the bad line
     where, _, rest = _text(read_csv, bad).partition(": ")
-    assert where.startswith(f"{bad}:") and rest == (
+    assert where == f"{bad}:2" and rest == (
         "not UTF-8 text (invalid continuation byte at byte 37); save the file as UTF-8 CSV")
     huge = tmp_path / "huge.csv"
     huge.write_text("filename,class,xmin,ymin,xmax,ymax\n" + "a" * 200_000 + ",a,1,1,2,2\n")

@@ -63,13 +63,27 @@ def _read_csv_file(path: Path, report: Report, image_dir, columns,
         with handle:
             _read_csv_rows(reader, path, mapping, dirs, records, report, allow_outside, roots)
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                           where=f"{path}:{reader.line_num + 1}",
-                           fix="save the file as UTF-8 CSV") from None
+        line, offset = _first_bad_byte(path, exc)
+        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {offset})",
+                           where=f"{path}:{line}", fix="save the file as UTF-8 CSV") from None
     except csv.Error as exc:
         raise DatasetError(f"not a readable CSV ({exc})", where=f"{path}:{reader.line_num}",
                            fix="repair the line or export the CSV again") from None
     return list(records.values())
+
+
+def _first_bad_byte(path: Path, exc: UnicodeDecodeError) -> tuple[int, int]:
+    """(line, byte offset in the file) of the first byte that is not UTF-8. The decoder's
+    own error counts from the start of the chunk it was decoding, and the csv reader's line
+    number is where parsing was, not where decoding failed."""
+    raw = path.read_bytes()
+    skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as whole:
+        offset = skip + whole.start
+        return raw.count(b"\n", 0, offset) + 1, offset
+    return 0, exc.start  # pragma: no cover - the file changed while being read
 
 
 def _read_csv_rows(reader: csv.DictReader, path: Path, mapping: dict, dirs: list[Path],
