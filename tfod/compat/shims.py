@@ -14,6 +14,7 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import Callable
 
 from tfod.compat import Shim, _mark, _proxy_global, _register
 
@@ -167,6 +168,25 @@ class _MissingOptional(types.ModuleType):
                           f"(pip install {self.__dict__['_pip_name']})")
 
 
+@contextlib.contextmanager
+def _stand_in(package: str, make: Callable[[], dict[str, types.ModuleType]], shim: str,
+              detail: str):
+    """While the module a shim is bound to executes, the stand-ins ``make()`` returns (module
+    name -> module) are in ``sys.modules``, if ``package`` is not installed; removed again
+    afterwards, so nothing else sees them. Marks ``shim`` active when it applied."""
+    if package in sys.modules or importlib.util.find_spec(package):
+        yield
+        return
+    stand_ins = make()
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
+    _mark(shim, detail)
+
+
 def _missing_function(name: str, package: str, needed_for: str):
     def missing(*_args, **_kwargs):
         raise ImportError(f"{package} is not installed; {name} is needed for {needed_for} "
@@ -176,17 +196,7 @@ def _missing_function(name: str, package: str, needed_for: str):
     return missing
 
 
-@contextlib.contextmanager
-def _lazy_scipy():
-    """Break: core/target_assigner.py:48,54, which every model imports, imports
-    matchers/hungarian_matcher.py:19 (``from scipy.optimize import
-    linear_sum_assignment``: DETR's matcher) and core/densepose_ops.py:30 (``import
-    scipy.io``: DensePose's UV data), so every model needs SciPy (143 MB) for two
-    features no tfod template uses. tfod's install leaves SciPy out; those two functions
-    then say what to install when called."""
-    if "scipy" in sys.modules or importlib.util.find_spec("scipy"):
-        yield
-        return
+def _scipy_stand_ins() -> dict[str, types.ModuleType]:
     needed = "DETR's Hungarian matcher and DensePose's UV data"
     scipy = _MissingOptional("scipy", needed)
     optimize = _MissingOptional("scipy.optimize", needed, "scipy")
@@ -196,49 +206,37 @@ def _lazy_scipy():
     io.__dict__["loadmat"] = _missing_function("scipy.io.loadmat", "scipy",
                                                "DensePose's UV data")
     scipy.__dict__.update(optimize=optimize, io=io)
-    stand_ins = {"scipy": scipy, "scipy.optimize": optimize, "scipy.io": io}
-    sys.modules.update(stand_ins)
-    try:
-        yield
-    finally:
-        for name in stand_ins:
-            sys.modules.pop(name, None)
-    _mark("scipy_lazy", "hungarian_matcher.py:19, densepose_ops.py:30: scipy imported lazily")
+    return {"scipy": scipy, "scipy.optimize": optimize, "scipy.io": io}
 
 
-@contextlib.contextmanager
+def _lazy_scipy():
+    """Break: core/target_assigner.py:48,54, which every model imports, imports
+    matchers/hungarian_matcher.py:19 (``from scipy.optimize import
+    linear_sum_assignment``: DETR's matcher) and core/densepose_ops.py:30 (``import
+    scipy.io``: DensePose's UV data), so every model needs SciPy (143 MB) for two
+    features no tfod template uses. tfod's install leaves SciPy out; those two functions
+    then say what to install when called."""
+    return _stand_in("scipy", _scipy_stand_ins, "scipy_lazy",
+                     "hungarian_matcher.py:19, densepose_ops.py:30: scipy imported lazily")
+
+
 def _lvis_without_opencv():
     """Break: lvis/__init__.py:5 imports its visualiser (lvis/vis.py:1 ``import cv2``),
     so ``from lvis import LVISEval`` needs OpenCV (153 MB) although the OD API's LVIS
     metrics (metrics/lvis_evaluation.py:23, imported by every eval through
     eval_util.py:36) never draw. tfod's install leaves OpenCV out; the visualiser then
     says what to install when used."""
-    if "cv2" in sys.modules or importlib.util.find_spec("cv2"):
-        yield
-        return
-    sys.modules["cv2"] = _MissingOptional("cv2", "lvis.LVISVis (LVIS visualisation)",
-                                          "opencv-python-headless")
-    try:
-        yield
-    finally:
-        sys.modules.pop("cv2", None)
-    _mark("lvis_without_opencv", "lvis/vis.py:1: cv2 imported lazily")
+    return _stand_in("cv2", lambda: {"cv2": _MissingOptional(
+        "cv2", "lvis.LVISVis (LVIS visualisation)", "opencv-python-headless")},
+        "lvis_without_opencv", "lvis/vis.py:1: cv2 imported lazily")
 
 
-@contextlib.contextmanager
 def _lazy_tensorflow_io():
     """Break: deepmac_meta_arch.py:28 imports tensorflow_io at import time, which
     is not installable with TF 2.20; only DeepMAC's LAB colour option needs it."""
-    if "tensorflow_io" in sys.modules or importlib.util.find_spec("tensorflow_io"):
-        yield
-        return
-    sys.modules["tensorflow_io"] = _MissingOptional(
-        "tensorflow_io", "DeepMAC's LAB colour space (rgb_to_lab)")
-    try:
-        yield
-    finally:
-        sys.modules.pop("tensorflow_io", None)
-    _mark("tensorflow_io", "deepmac_meta_arch.py:28: tensorflow_io imported lazily")
+    return _stand_in("tensorflow_io", lambda: {"tensorflow_io": _MissingOptional(
+        "tensorflow_io", "DeepMAC's LAB colour space (rgb_to_lab)")},
+        "tensorflow_io", "deepmac_meta_arch.py:28: tensorflow_io imported lazily")
 
 
 def _keras_weights_cached(pattern: str) -> bool:
