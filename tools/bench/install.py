@@ -17,31 +17,13 @@ Prints a Markdown table for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SKIP = {".git", "data", "runs", "exports", "label_maps", "build", "mutants", "pretrained"}
-
-
-def _clone(rev: str | None, where: Path) -> Path:
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True)
-    if rev:
-        subprocess.run(["git", "-C", str(where), "checkout", "-q", rev], check=True)
-        return where
-    for path in ROOT.iterdir():  # the working tree, uncommitted work included
-        if path.name in SKIP or path.name.startswith(".venv"):
-            continue
-        target = where / path.name
-        if path.is_dir():
-            shutil.copytree(path, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(path, target)
-    return where
+from setup_and_demo import clone_working_tree  # tools/bench is sys.path[0]
 
 
 def _size_mb(folder: Path) -> int:
@@ -78,8 +60,8 @@ def main() -> None:
     model, image = args.model.resolve(), args.image.resolve()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = _clone(args.base, Path(tmp) / "base")
-        head = _clone(None, Path(tmp) / "head")
+        base = clone_working_tree(Path(tmp) / "base", args.base)
+        head = clone_working_tree(Path(tmp) / "head")
         for label, clone, make, venv in (
                 (f"peer: make setup at {args.base}", base, ["setup"], ".venv"),
                 ("make setup (tf2.20)", head, ["setup"], ".venv"),

@@ -35,18 +35,30 @@ def _timed(cmd: list[str], cwd: Path, env=None) -> float:
     return time.time() - t0
 
 
+#: not copied into a benchmark's clone: git, venvs (.venv*) and outputs
+CLONE_SKIP = {".git", "data", "runs", "exports", "label_maps", "build", "mutants", "pretrained"}
+
+
+def clone_working_tree(where: Path, rev: str | None = None) -> Path:
+    """A clone of this repository in ``where``: at ``rev``, or (``rev=None``) with the
+    working tree's uncommitted work copied over, without venvs and outputs."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True)
+    if rev:
+        subprocess.run(["git", "-C", str(where), "checkout", "-q", rev], check=True)
+        return where
+    for path in ROOT.iterdir():
+        if path.name in CLONE_SKIP or path.name.startswith(".venv"):
+            continue
+        if path.is_dir():
+            shutil.copytree(path, where / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, where / path.name)
+    return where
+
+
 def bench_setup() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        clone = Path(tmp) / "tfod"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        for path in ROOT.glob("*"):  # uncommitted work too, without outputs
-            if path.name in (".venv", ".git", "data", "runs", "exports", "label_maps"):
-                continue
-            target = clone / path.name
-            if path.is_dir():
-                shutil.copytree(path, target, dirs_exist_ok=True)
-            else:
-                shutil.copy2(path, target)
+        clone = clone_working_tree(Path(tmp) / "tfod")
         fresh = _timed(["make", "setup"], clone)
         again = _timed(["make", "setup"], clone)
     return {"fresh_setup_s": fresh, "second_setup_s": again}
