@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--out", str(out / "all"), "--threshold", "0.3"])
     loaded = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in HEAVY})
     detections = json.loads((out / "all" / "detections.json").read_text()) if rc == 0 else []
-    labels_txt = args.model.parent / "labels.txt"
-    labels = labels_txt.read_text().split() if labels_txt.is_file() else []
+    from tfod.inference import _category_index  # the reader predict itself used
+
+    labels = [c["name"] for c in _category_index(args.model.parent / "labels.txt").values()]
     pngs = len(list((out / "all").glob("*.png")))
     problems = [text for bad, text in (
         (rc != 0, f"tfod predict exited {rc}"),
