@@ -137,9 +137,10 @@ bench: $(STAMP)
 # pinned there by hash instead); run on a venv made by `make setup`, without the
 # selftest's extras
 freeze: $(STAMP)
+	grep '^#' $(CONSTRAINTS) > $(CONSTRAINTS).new || true
 	$(PY) -m pip freeze --exclude-editable \
 	  | grep -v -i -E '^(tf[-_]models[-_]research[-_]object[-_]detection|tf[-_]models[-_]official|lvis)==' \
-	  > $(CONSTRAINTS).new
+	  >> $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
