@@ -422,12 +422,15 @@ def test_yolo_split_folders_and_labels_next_to_images(tmp_path):
 
 
 @pytest.mark.parametrize("files,message", [
-    ({"data.yaml": "names: {1: a, 2: b}\n"}, r"'names' keys are \[1, 2\], not 0..1"),
+    ({"data.yaml": "names: {-1: a, 2: b}\n"}, r"'names' keys \[-1\] are not class ids"),
+    ({"data.yaml": "names: [a, b, a]\n"}, r"class names \['a'\] appear more than once"),
+    ({"data.yaml": "names: [a, b]\nnc: 3\n"}, r"'nc: 3' but 2 names"),
+    ({"data.yaml": "names: {}\n"}, "no 'names' list of class names"),
     ({"data.yaml": "names: a\n"}, "no 'names' list of class names"),
     ({"data.yaml": "names: [a, [b]]\n"}, "no 'names' list of class names"),
     ({"data.yaml": "- just a list\n"}, "no 'names' list of class names"),
     ({"data.yaml": "names: [a\n"}, "cannot parse YAML"),
-    ({"dataset.yaml": "names: {0: a, '1': b}\n"}, "not 0..1"),
+    ({"dataset.yaml": "names: {0: a, '1': b}\n"}, r"'names' keys \['1'\] are not class ids"),
     ({}, r"no class names found \(data.yaml or classes.txt\)"),
 ])
 def test_yolo_class_names_errors(tmp_path, files, message):
@@ -498,14 +501,15 @@ def test_folder_and_file_error_texts_in_full(tmp_path):
     assert _text(read_csv, tmp_path / "x.csv") == \
         f"{tmp_path / 'x.csv'}: cannot open CSV (No such file or directory); check the path"
     assert _text(read_yolo, nope) == \
-        f"{nope}: dataset folder not found; pass the folder holding images/ and labels/"
+        f"{nope}: dataset folder not found; pass the folder holding images/ and labels/ (or " \
+        "its dataset .yaml)"
     assert _text(read_yolo, empty) == (
         f"{empty}: no class names found (data.yaml or classes.txt); add a classes.txt with one "
         "class name per line")
     yaml = empty / "data.yaml"
-    yaml.write_text("names: {1: a, 2: b}\n")
+    yaml.write_text("names: {1: a, x: b}\n")
     assert _text(read_yolo, empty) == \
-        f"{yaml}: 'names' keys are [1, 2], not 0..1; number the names 0, 1, 2, ..."
+        f"{yaml}: 'names' keys ['x'] are not class ids 0, 1, 2, ...; number the names 0, 1, 2, ..."
     yaml.write_text("names: a\n")
     assert _text(read_yolo, empty) == \
         f"{yaml}: no 'names' list of class names; add names: [class0, class1, ...]"

@@ -115,7 +115,7 @@ def test_seeded_split_without_own_split(voc, tmp_path):
 
 
 def test_unknown_format_and_missing_folder(tmp_path):
-    with pytest.raises(DatasetError, match="use one of: coco, csv, voc, yolo"):
+    with pytest.raises(DatasetError, match="use one of: coco, csv, cvat, kitti, labelme, openimages, tfrecord, voc, yolo"):
         data.prepare_dataset(tmp_path, "x", fmt="pascal")
     with pytest.raises(DatasetError, match="not found"):
         data.read_voc(tmp_path / "nope")

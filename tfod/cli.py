@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 
+from tfod.data.annotations import FORMATS
+
 COMMANDS = {
     "synth": ("write a seeded synthetic dataset (shapes on textures) in Pascal VOC layout",
               "tfod synth data/demo/voc --train 300 --val 60 --size 160"),
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "prepare")
     p.add_argument("source", help="annotation folder or file")
-    p.add_argument("--format", default="voc", choices=["voc", "coco", "csv", "yolo"],
+    p.add_argument("--format", default="voc", choices=list(FORMATS),
                    help="annotation format (COCO and CSV: pass the .json / .csv file)")
     p.add_argument("--name", required=True, help="dataset name: writes data/<name>/")
     p.add_argument("--images", help="image folder, if not next to the annotations")
@@ -133,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "200+ images)")
     p.add_argument("--no-stratify", action="store_true", help="plain seeded shuffle split")
     p.add_argument("--no-plots", action="store_true", help="skip the statistics PNGs")
+    p.add_argument("--polygons-as-boxes", action="store_true",
+                   help="CVAT, LabelMe: use each polygon's bounding box (default: polygons "
+                        "are counted and left out)")
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="accept image paths in annotations that lead outside the dataset "
                         "folder (absolute paths, ..); off by default")
@@ -330,7 +335,8 @@ def _prepare(args):
         shard_size_mb=args.shard_size_mb, stratify=not args.no_stratify,
         plots=not args.no_plots, progress=True, columns=args.columns,
         allow_outside=args.allow_outside_paths, max_pixels=args.max_pixels,
-        decode="always" if args.decode_all else "auto")
+        decode="always" if args.decode_all else "auto",
+        polygons_as_boxes=args.polygons_as_boxes)
     if args.check_only:
         return None if result["ok"] else SystemExit(1)
     return result["manifest"]

@@ -23,7 +23,7 @@ from tfod.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("voc", "coco", "csv", "yolo")
+FORMATS = ("voc", "coco", "csv", "yolo", "kitti", "openimages", "cvat", "labelme", "tfrecord")
 #: boxes this far (pixels) outside the image are clipped; further out they are invalid.
 CLIP_TOLERANCE = 2.0
 
@@ -40,7 +40,8 @@ class Box:
     difficult: bool = False
     truncated: bool = False
     pose: str = "Unspecified"
-    crowd: bool = False  # COCO iscrowd
+    crowd: bool = False  # COCO iscrowd, Open Images IsGroupOf
+    occluded: bool = False  # CVAT occluded (kept in the record, not an OD API feature)
 
 
 @dataclass
@@ -250,3 +251,39 @@ def _source_folder(root: str | Path, report: Report | None, what: str,
     if not root.is_dir():
         raise DatasetError(f"{what} not found", where=str(root), fix=fix)
     return root, report if report is not None else Report()
+
+
+# --------------------------------------------------------------------------- #
+# Images that come inside the annotations (LabelMe imageData, TFRecords)
+# --------------------------------------------------------------------------- #
+_EMBEDDED: list[str] = []
+
+
+def embedded_image(raw: bytes, name: str) -> Path:
+    """Write an image that an annotation file carries inside it (LabelMe's base64
+    ``imageData``, a TFRecord's ``image/encoded``) to a private folder of this process,
+    and return its path, so the checks and the record writer treat it like any other
+    image. The folder (``tfod-embedded-*`` in the temporary directory, mode 0700) is
+    removed when the process ends. ``name`` keeps only its last component; each image
+    gets a folder of its own, so equal names never collide.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if not _EMBEDDED:
+        _EMBEDDED.append(tempfile.mkdtemp(prefix="tfod-embedded-"))
+        atexit.register(shutil.rmtree, _EMBEDDED[0], ignore_errors=True)
+    base = os.path.basename(name.replace("\\", "/")).replace("\x00", "") or "image"
+    if base in (".", ".."):
+        base = "image"
+    folder = Path(tempfile.mkdtemp(dir=_EMBEDDED[0]))
+    path = folder / base
+    with open(path, "xb") as f:
+        f.write(raw)
+    return path
+
+
+def embedded_root() -> list[str]:
+    """The folder of :func:`embedded_image`, resolved, for a reader's ``roots``."""
+    return _roots(_EMBEDDED)

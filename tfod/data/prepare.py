@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tfod.data.annotations import Record, Report
-from tfod.data.readers import READERS
+from tfod.data.readers import READER_OPTIONS, READERS
 from tfod.data.checks import MAX_PIXELS, check_records
 from tfod.data.labelmap import LABEL_MAP_HEADER, read_label_map, write_label_map
 from tfod.data.shards import num_shards_for, write_tfrecords
@@ -181,14 +181,16 @@ def _choose_classes(records: Sequence[Record], report: Report, classes) -> list[
 
 def _read_and_check(source, fmt: str, report: Report, image_dir, allow_outside: bool,
                     columns, label_map, classes, workers, progress: bool, max_pixels: int,
-                    decode: str) -> tuple[list[Record], list[str]]:
+                    decode: str, reader_options: dict | None = None
+                    ) -> tuple[list[Record], list[str]]:
     """The records a reader makes of ``source``, checked (problems counted in ``report``),
     and the class names in id order."""
     if fmt not in READERS:
         raise DatasetError(f"unknown format {fmt!r}", where="--format",
                            fix=f"use one of: {', '.join(sorted(READERS))}")
     log.info("prepare: reading %s annotations from %s", fmt, source)
-    extra = {"columns": columns} if fmt == "csv" and columns else {}
+    given = {"columns": columns, "label_map": label_map, **(reader_options or {})}
+    extra = {k: given[k] for k in READER_OPTIONS.get(fmt, ()) if given.get(k) is not None}
     records = READERS[fmt](source, report, image_dir=image_dir, allow_outside=allow_outside,
                            **extra)
     fixed = read_label_map(label_map) if label_map is not None else classes
@@ -283,7 +285,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                     workers: int | None = None, stratify: bool = True,
                     plots: bool = True, progress: bool = False,
                     columns: dict[str, str] | None = None, allow_outside: bool = False,
-                    max_pixels: int = MAX_PIXELS, decode: str = "auto") -> dict:
+                    max_pixels: int = MAX_PIXELS, decode: str = "auto", *,
+                    polygons_as_boxes: bool = False) -> dict:
     """Annotations -> checked, split, sharded TFRecords + label map + manifest + stats.
 
     Every problem is counted and reported; invalid boxes and unusable images
@@ -294,7 +297,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     path outside the dataset folders are refused unless ``allow_outside``; images
     over ``max_pixels`` are refused before decoding; ``decode="always"`` decodes
     every image instead of checking pass-through JPEGs' structure
-    (:func:`tfod.data.checks.inspect_image`). Output goes to a temporary folder renamed
+    (:func:`tfod.data.checks.inspect_image`). ``polygons_as_boxes`` (CVAT, LabelMe) turns
+    polygons into their bounding boxes instead of counting them as left out. Output goes to a temporary folder renamed
     to ``<out_root>/<name>`` at the end, so an interrupted run leaves no folder that looks
     complete; the folder holds the stage's log, ``prepare.log``.
     ``name`` must be a plain folder name (:func:`tfod.files.check_name`), checked first;
@@ -308,7 +312,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     check_name(name, "--name", DatasetError)  # before anything touches the disk
     options = dict(image_dir=image_dir, allow_outside=allow_outside, columns=columns,
                    label_map=label_map, classes=classes, workers=workers, progress=progress,
-                   max_pixels=max_pixels, decode=decode)
+                   max_pixels=max_pixels, decode=decode,
+                   reader_options={"polygons_as_boxes": polygons_as_boxes or None})
     report = Report()
     if check_only:  # reads and checks, writes nothing (no log file either)
         records, names = _read_and_check(source, fmt, report, **options)
