@@ -534,3 +534,91 @@ def test_prepare_log_is_in_the_dataset_folder(voc, tmp_path, caplog):
     assert text.index("reading voc") < text.index("usable images") < text.index("complete")
     data.prepare_dataset(voc, "c", out_root=tmp_path / "check", check_only=True)
     assert not (tmp_path / "check").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Several sources into one dataset
+# --------------------------------------------------------------------------- #
+def _yolo_source(voc: Path, root: Path) -> dict[str, list[tuple]]:
+    """A YOLO dataset of three new images (class 'Square' and 'disc', other names than the
+    VOC set's) plus one image copied from the VOC set (a duplicate across sources)."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "data.yaml").write_text("names: [Square, disc]\n")
+    expected = {}
+    for i in range(3):
+        Image.new("RGB", (100, 80), (40 * i, 200, 90)).save(root / "images" / f"y{i}.jpg")
+        (root / "labels" / f"y{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.2 0.5\n")
+        expected[f"y{i}.jpg"] = [("square" if i % 2 == 0 else "circle", 40.0, 20.0, 60.0, 60.0)]
+    copied = sorted((voc / "JPEGImages").iterdir())[0]
+    shutil.copy(copied, root / "images" / "copy.jpg")
+    (root / "labels" / "copy.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    return expected
+
+
+def test_sources_merged_with_renamed_classes(voc, tmp_path):
+    """VOC + YOLO into one dataset: --rename makes the YOLO set's 'Square'/'disc' the VOC
+    set's 'square'/'circle' (one label map of three classes), the image both sources hold
+    is a counted duplicate, and the manifest says where each image came from."""
+    expected = _yolo_source(voc, tmp_path / "yolo")
+    voc_images = len(list((voc / "JPEGImages").iterdir()))
+    result = data.prepare_dataset(
+        [f"voc:{voc}", ("yolo", tmp_path / "yolo")], "merged", out_root=tmp_path / "data",
+        label_map_dir=tmp_path / "maps", plots=False, workers=1,
+        rename={"Square": "square", "disc": "circle"})
+    manifest = result["manifest"]
+    assert manifest["classes"] == ["square", "circle", "triangle"]  # YOLO's declared order
+    assert manifest["format"] == "voc+yolo"
+    assert [(s["format"], s["images"]) for s in manifest["sources"]] == [
+        ("voc", voc_images), ("yolo", 3)]
+    assert result["report"]["problems"] == {"duplicate image": 1}
+    assert "copy.jpg: same bytes as " in result["report"]["examples"]["duplicate image"][0]
+    origins = manifest["origins"]
+    assert sum(v == 1 for v in origins.values()) == 3 and len(origins) == voc_images + 3
+    assert all(origins[str(tmp_path / "yolo" / "images" / name)] == 1 for name in expected)
+    out = tmp_path / "data" / "merged"
+    decoded = [e for s in manifest["splits"] for e in _decode_all(
+        str(out / manifest["splits"][s]["pattern"]), out / "label_map.pbtxt")]
+    assert len(decoded) == voc_images + 3
+    ids = {n: i for i, n in enumerate(manifest["classes"], 1)}
+    for example in decoded:
+        name = example["filename"].decode()
+        if name in expected:
+            ((cls, x0, y0, x1, y1),) = expected[name]
+            np.testing.assert_allclose(example["groundtruth_boxes"],
+                                       [[y0 / 80, x0 / 100, y1 / 80, x1 / 100]], atol=1e-6)
+            assert example["groundtruth_classes"].tolist() == [ids[cls]]
+
+
+def test_merge_from_the_command_line_and_its_errors(voc, tmp_path):
+    from tfod import cli
+
+    _yolo_source(voc, tmp_path / "yolo")
+    code = cli.main(["prepare", f"voc:{voc}", f"yolo:{tmp_path / 'yolo'}", "--name", "m",
+                     "--out-root", str(tmp_path / "data"), "--label-maps",
+                     str(tmp_path / "maps"), "--rename", "Square=square,disc=square",
+                     "--no-plots", "--workers", "1"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "data" / "m" / "manifest.json").read_text())
+    assert manifest["classes"] == ["square", "circle", "triangle"]
+    squares = sum(b.name == "square" for r in data.read_voc(voc) for b in r.boxes)
+    assert sum(manifest["splits"][s]["boxes"].get("square", 0)  # Square and disc: 3 more
+               for s in manifest["splits"]) == squares + 3
+    with pytest.raises(DatasetError, match=r"--rename: no class 'Sqare' in the sources \(their "
+                                           r"classes: Square, circle, disc, square, triangle\)"):
+        data.prepare_dataset([voc, f"yolo:{tmp_path / 'yolo'}"], "x",
+                             out_root=tmp_path / "data", rename={"Sqare": "square"})
+    with pytest.raises(DatasetError, match="--images applies to one source"):
+        data.prepare_dataset([voc, voc], "x", out_root=tmp_path / "data", image_dir=voc)
+    with pytest.raises(DatasetError, match="unknown format 'pascal'"):
+        data.prepare_dataset([("pascal", voc)], "x", out_root=tmp_path / "data")
+    assert not (tmp_path / "data" / "x").exists()
+
+
+def test_a_path_with_a_colon_is_a_path(tmp_path):
+    odd = tmp_path / "coco:set"
+    odd.mkdir()
+    assert prepare.parse_sources([str(odd), "coco:a.json", "yolo:"], "voc") == [
+        ("voc", odd), ("coco", Path("a.json")), ("voc", Path("yolo:"))]

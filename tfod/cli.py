@@ -81,6 +81,20 @@ def _column_map(text: str) -> dict[str, str]:
     return out
 
 
+def _rename_map(text: str) -> dict[str, str]:
+    """``old=new,old2=new2`` (names as written; two olds may share a new name)."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        old, sep, new = (t.strip() for t in part.partition("="))
+        if not sep or not old or not new:
+            raise argparse.ArgumentTypeError(f"bad rename {part!r}: use old=new pairs, e.g. "
+                                             "car=vehicle,truck=vehicle")
+        if old in out and out[old] != new:
+            raise argparse.ArgumentTypeError(f"{old!r} renamed twice ({out[old]!r}, {new!r})")
+        out[old] = new
+    return out
+
+
 def _sets(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items or []:
@@ -109,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
 
     p = _add(sub, "prepare")
-    p.add_argument("source", help="annotation folder or file")
+    p.add_argument("source", nargs="+",
+                   help="annotation folder or file; several are merged into one dataset, "
+                        "each FORMAT:PATH to give it its own format (coco:ann.json)")
     p.add_argument("--format", default="voc", choices=list(FORMATS),
                    help="annotation format (COCO and CSV: pass the .json / .csv file)")
     p.add_argument("--name", required=True, help="dataset name: writes data/<name>/")
@@ -135,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "200+ images)")
     p.add_argument("--no-stratify", action="store_true", help="plain seeded shuffle split")
     p.add_argument("--no-plots", action="store_true", help="skip the statistics PNGs")
+    p.add_argument("--rename", type=_rename_map,
+                   help="rename classes before the label map is built, e.g. "
+                        "car=vehicle,truck=vehicle")
     p.add_argument("--polygons-as-boxes", action="store_true",
                    help="CVAT, LabelMe: use each polygon's bounding box (default: polygons "
                         "are counted and left out)")
@@ -325,10 +344,13 @@ def _synth(args):
 def _prepare(args):
     from tfod.data.prepare import prepare_dataset
 
-    if args.columns and args.format != "csv":
+    from tfod.data.prepare import parse_sources
+
+    sources = parse_sources(args.source, args.format)
+    if args.columns and all(fmt != "csv" for fmt, _ in sources):
         raise SystemExit("tfod prepare: error: --columns applies to --format csv only")
     result = prepare_dataset(
-        args.source, name=args.name, fmt=args.format, out_root=args.out_root,
+        sources, name=args.name, fmt=args.format, out_root=args.out_root,
         label_map_dir=args.label_maps, split=args.split, seed=args.seed,
         strict=args.strict, image_dir=args.images, label_map=args.label_map,
         classes=args.classes, check_only=args.check_only, workers=args.workers,
@@ -336,7 +358,7 @@ def _prepare(args):
         plots=not args.no_plots, progress=True, columns=args.columns,
         allow_outside=args.allow_outside_paths, max_pixels=args.max_pixels,
         decode="always" if args.decode_all else "auto",
-        polygons_as_boxes=args.polygons_as_boxes)
+        polygons_as_boxes=args.polygons_as_boxes, rename=args.rename)
     if args.check_only:
         return None if result["ok"] else SystemExit(1)
     return result["manifest"]

@@ -54,6 +54,7 @@ class Record:
     boxes: list[Box] = field(default_factory=list)
     source: str = ""  # the annotation file, for error messages
     split: str | None = None  # the dataset's own split, when it has one
+    origin: int = 0  # which source of a merged prepare it came from (index)
     image: object = None  # checks.ImageInfo, set by checks.check_records
 
 

@@ -276,7 +276,8 @@ def check_records(records: Iterable[Record], report: Report,
     Example:
         >>> report = Report(); good = check_records(read_voc("voc"), report)
     """
-    records = sorted(records, key=lambda r: str(r.image_path))
+    # by source, then path: of two equal images the first source's is kept (a merge)
+    records = sorted(records, key=lambda r: (r.origin, str(r.image_path)))
     workers = default_workers(len(records)) if workers is None else workers
     known = set(classes) if classes is not None else None
     paths = [str(r.image_path) for r in records]

@@ -179,20 +179,93 @@ def _choose_classes(records: Sequence[Record], report: Report, classes) -> list[
     return declared + sorted(seen - set(declared))
 
 
-def _read_and_check(source, fmt: str, report: Report, image_dir, allow_outside: bool,
-                    columns, label_map, classes, workers, progress: bool, max_pixels: int,
-                    decode: str, reader_options: dict | None = None
-                    ) -> tuple[list[Record], list[str]]:
-    """The records a reader makes of ``source``, checked (problems counted in ``report``),
-    and the class names in id order."""
-    if fmt not in READERS:
-        raise DatasetError(f"unknown format {fmt!r}", where="--format",
-                           fix=f"use one of: {', '.join(sorted(READERS))}")
-    log.info("prepare: reading %s annotations from %s", fmt, source)
+def parse_sources(source, fmt: str) -> list[tuple[str, Path]]:
+    """``(format, path)`` of each source: ``source`` is one path or a list of them, each a
+    path (read as ``fmt``), ``"<format>:<path>"`` (``coco:ann.json``; a path that exists
+    as written is taken as a path) or a ``(format, path)`` pair."""
+    from tfod.data.annotations import FORMATS
+
+    items = [source] if isinstance(source, (str, Path)) else list(source)
+    if not items:
+        raise DatasetError("no source given", where="source", fix="name a dataset to read")
+    out = []
+    for item in items:
+        if isinstance(item, tuple):
+            out.append((item[0], Path(item[1])))
+            continue
+        text = str(item)
+        head, sep, rest = text.partition(":")
+        if sep and head in FORMATS and rest and not Path(text).exists():
+            out.append((head, Path(rest)))
+        else:
+            out.append((fmt, Path(text)))
+    for kind, _ in out:
+        if kind not in READERS:
+            raise DatasetError(f"unknown format {kind!r}", where="--format",
+                               fix=f"use one of: {', '.join(sorted(READERS))}")
+    return out
+
+
+def _merge_report(report: Report, part: Report) -> None:
+    """Add one source's counts and examples to the whole dataset's report."""
+    report.problems.update(part.problems)
+    report.notes.update(part.notes)
+    for kind, examples in part.examples.items():
+        kept = report.examples.setdefault(kind, [])
+        kept.extend(examples[:max(0, 20 - len(kept))])
+    if part.classes is not None:
+        report.classes = (report.classes or []) + [c for c in part.classes
+                                                   if c not in (report.classes or [])]
+
+
+def _rename(records: list[Record], report: Report, rename: dict[str, str]) -> None:
+    """``--rename old=new``: class names changed in every box and in the declared order
+    (two old names may become one). A name no source has is an error, not a no-op."""
+    found = {b.name for r in records for b in r.boxes} | set(report.classes or [])
+    unknown = sorted(set(rename) - found)
+    if unknown:
+        raise DatasetError(f"no class {', '.join(map(repr, unknown))} in the sources (their "
+                           f"classes: {', '.join(sorted(found)) or 'none'})", where="--rename",
+                           fix="rename classes the sources have (old=new, names as they are "
+                               "written)")
+    for record in records:
+        for box in record.boxes:
+            box.name = rename.get(box.name, box.name)
+    if report.classes is not None:
+        renamed = [rename.get(c, c) for c in report.classes]
+        report.classes = [c for i, c in enumerate(renamed) if c not in renamed[:i]]
+    for old, new in sorted(rename.items()):
+        log.info("prepare: class %r renamed %r", old, new)
+
+
+def _read_and_check(sources: list[tuple[str, Path]], report: Report, image_dir,
+                    allow_outside: bool, columns, label_map, classes, workers, progress: bool,
+                    max_pixels: int, decode: str, reader_options: dict | None = None,
+                    rename: dict[str, str] | None = None) -> tuple[list[Record], list[str]]:
+    """The records the readers make of the ``sources`` (each record's ``origin`` its source's
+    index), renamed, checked (problems counted in ``report``), and the class names in id
+    order."""
+    if image_dir is not None and len(sources) > 1:
+        raise DatasetError("--images applies to one source", where="--images",
+                           fix="prepare the sources with their images beside them, or one "
+                               "source at a time")
     given = {"columns": columns, "label_map": label_map, **(reader_options or {})}
-    extra = {k: given[k] for k in READER_OPTIONS.get(fmt, ()) if given.get(k) is not None}
-    records = READERS[fmt](source, report, image_dir=image_dir, allow_outside=allow_outside,
-                           **extra)
+    records: list[Record] = []
+    for index, (fmt, source) in enumerate(sources):
+        log.info("prepare: reading %s annotations from %s", fmt, source)
+        extra = {k: given[k] for k in READER_OPTIONS.get(fmt, ()) if given.get(k) is not None}
+        part = Report()
+        found = READERS[fmt](source, part, image_dir=image_dir, allow_outside=allow_outside,
+                             **extra)
+        for record in found:
+            record.origin = index
+        if len(sources) > 1:
+            log.info("prepare: %s: %d images, %d boxes", source, len(found),
+                     sum(len(r.boxes) for r in found))
+        _merge_report(report, part)
+        records += found
+    if rename:
+        _rename(records, report, rename)
     fixed = read_label_map(label_map) if label_map is not None else classes
     if fixed is not None:
         log.info("prepare: classes fixed by %s: %s", label_map or "--classes", ", ".join(fixed))
@@ -222,8 +295,21 @@ def _split_and_count(records: list[Record], report: Report, names: list[str], sp
     return splits, stats
 
 
-def _write_dataset(folder: Path, name: str, fmt: str, source, records: list[Record],
-                   splits: dict, stats: dict, report: Report, names: list[str], seed: int,
+def _sources_manifest(sources: list[tuple[str, Path]], records: list[Record]) -> dict:
+    """The manifest's ``sources`` (format, path, usable images and boxes of each) and, for
+    a merge, ``origins``: each image's source index."""
+    out = {"sources": [{"format": fmt, "path": str(path.resolve()),
+                        "images": sum(r.origin == i for r in records),
+                        "boxes": sum(len(r.boxes) for r in records if r.origin == i)}
+                       for i, (fmt, path) in enumerate(sources)]}
+    if len(sources) > 1:
+        out["origins"] = {str(r.image_path): r.origin
+                          for r in sorted(records, key=lambda r: str(r.image_path))}
+    return out
+
+
+def _write_dataset(folder: Path, name: str, sources: list[tuple[str, Path]],
+                   records: list[Record], splits: dict, stats: dict, report: Report, names: list[str], seed: int,
                    shard_size_mb: float, workers, progress: bool, plots: bool) -> dict:
     """Everything of ``data/<name>/`` into ``folder``; ``manifest.json`` last. Returns the
     manifest."""
@@ -242,7 +328,8 @@ def _write_dataset(folder: Path, name: str, fmt: str, source, records: list[Reco
                                         workers=workers, progress=progress)
                 shards[split_name] = [p.name for p in paths]
         manifest = {
-            "name": name, "format": fmt, "source": str(Path(source).resolve()),
+            "name": name, "format": "+".join(dict.fromkeys(f for f, _ in sources)),
+            "source": str(sources[0][1].resolve()),
             "classes": names,
             "splits": {s: {"images": len(rs), "boxes": Counter(b.name for r in rs
                                                                 for b in r.boxes),
@@ -251,6 +338,7 @@ def _write_dataset(folder: Path, name: str, fmt: str, source, records: list[Reco
                        for s, rs in splits.items() if rs},
             "problems": dict(report.problems), "notes": dict(report.notes),
             "fingerprint": _fingerprint(records), "seed": seed,
+            **_sources_manifest(sources, records),
         }
         if plotter is not None:
             plotter.join()
@@ -276,7 +364,7 @@ def _work_folder(out_root: Path, name: str) -> Path:
     return tmp_dir
 
 
-def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
+def prepare_dataset(source: str | Path | Sequence, name: str, fmt: str = "voc",
                     out_root: str | Path = "data", label_map_dir: str | Path = "label_maps",
                     split: dict[str, float] | None = None, seed: int = 0,
                     classes: Sequence[str] | None = None, strict: bool = False,
@@ -286,9 +374,16 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
                     plots: bool = True, progress: bool = False,
                     columns: dict[str, str] | None = None, allow_outside: bool = False,
                     max_pixels: int = MAX_PIXELS, decode: str = "auto", *,
-                    polygons_as_boxes: bool = False) -> dict:
+                    polygons_as_boxes: bool = False,
+                    rename: dict[str, str] | None = None) -> dict:
     """Annotations -> checked, split, sharded TFRecords + label map + manifest + stats.
 
+    ``source`` is one dataset or a list of them merged into one (:func:`parse_sources`:
+    ``"coco:a.json"`` gives a source its own format, others are read as ``fmt``);
+    ``rename`` (``{old: new}``) renames classes before the label map is built, so sources
+    that name a class differently agree. The manifest lists the sources and, for a
+    merge, each image's source (``origins``). Images in two sources are the checks'
+    duplicates (same bytes: kept once, counted).
     Every problem is counted and reported; invalid boxes and unusable images
     are dropped (``strict=True``: nothing is written if there is any problem).
     ``label_map`` (an existing .pbtxt) fixes the classes and their ids; boxes of
@@ -298,8 +393,8 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     over ``max_pixels`` are refused before decoding; ``decode="always"`` decodes
     every image instead of checking pass-through JPEGs' structure
     (:func:`tfod.data.checks.inspect_image`). ``polygons_as_boxes`` (CVAT, LabelMe) turns
-    polygons into their bounding boxes instead of counting them as left out. Output goes to a temporary folder renamed
-    to ``<out_root>/<name>`` at the end, so an interrupted run leaves no folder that looks
+    polygons into their bounding boxes instead of counting them as left out. Output goes
+    to a temporary folder renamed to ``<out_root>/<name>`` at the end, so an interrupted run leaves no folder that looks
     complete; the folder holds the stage's log, ``prepare.log``.
     ``name`` must be a plain folder name (:func:`tfod.files.check_name`), checked first;
     an existing ``<out_root>/<name>`` is replaced only when tfod wrote it (it holds
@@ -310,13 +405,16 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     """
     start = time.time()
     check_name(name, "--name", DatasetError)  # before anything touches the disk
+    sources = parse_sources(source, fmt)
+    where = " + ".join(str(path) for _, path in sources)
     options = dict(image_dir=image_dir, allow_outside=allow_outside, columns=columns,
                    label_map=label_map, classes=classes, workers=workers, progress=progress,
                    max_pixels=max_pixels, decode=decode,
-                   reader_options={"polygons_as_boxes": polygons_as_boxes or None})
+                   reader_options={"polygons_as_boxes": polygons_as_boxes or None},
+                   rename=rename)
     report = Report()
     if check_only:  # reads and checks, writes nothing (no log file either)
-        records, names = _read_and_check(source, fmt, report, **options)
+        records, names = _read_and_check(sources, report, **options)
         _, stats = _split_and_count(records, report, names, split, seed, stratify)
         return {"report": report.as_dict(), "stats": stats, "classes": names,
                 "ok": not report.problems}
@@ -325,18 +423,18 @@ def prepare_dataset(source: str | Path, name: str, fmt: str = "voc",
     _check_replaceable(final_dir)
     _check_label_map(label_map_out, final_dir, label_map)
     with stage_log(None, "prepare") as stage:  # into the folder once it exists
-        records, names = _read_and_check(source, fmt, report, **options)
+        records, names = _read_and_check(sources, report, **options)
         splits, stats = _split_and_count(records, report, names, split, seed, stratify)
         if strict and report.problems:
             raise DatasetError("problems found with --strict:\n" + "\n".join(report.lines()),
-                               where=str(source), fix="fix the files or drop --strict")
+                               where=where, fix="fix the files or drop --strict")
         if not records:
-            raise DatasetError("no usable images", where=str(source),
+            raise DatasetError("no usable images", where=where,
                                fix="check the report above and the --format")
         try:
             tmp_dir = _work_folder(out_root, name)
             stage.attach(tmp_dir)
-            manifest = _write_dataset(tmp_dir, name, fmt, source, records, splits, stats,
+            manifest = _write_dataset(tmp_dir, name, sources, records, splits, stats,
                                       report, names, seed, shard_size_mb, workers, progress,
                                       plots)
             log.info("prepare: %s complete (%s images; %d classes; %d problems) in %.1fs",
