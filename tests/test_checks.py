@@ -57,6 +57,19 @@ def test_box_checks_each_counted_with_file_and_reason(tmp_path):
     assert "add 'bird' to the label map" in text
 
 
+def test_a_coordinate_that_is_not_a_number_is_counted(tmp_path):
+    """NaN passes every comparison (all are false): a reader that lets one through must not
+    get a box with NaN corners into the records."""
+    img = _jpeg(tmp_path / "a.jpg")
+    record = _record(img, [("cat", float("nan"), 1, 5, 5), ("cat", 1, 1, 5, float("inf")),
+                           ("cat", 1, 1, 5, 5)], size=(64, 48))
+    report = Report()
+    [good] = checks.check_records([record], report)
+    assert [(b.xmin, b.ymax) for b in good.boxes] == [(1, 5)]
+    assert report.problems == {"box outside image": 2}
+    assert "not a finite number" in report.examples["box outside image"][0]
+
+
 def test_broken_and_missing_images_are_dropped(tmp_path):
     good = _jpeg(tmp_path / "good.jpg", size=(200, 150))
     raw = good.read_bytes()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+
 import numpy as np
 import pytest
 
 from tfod.data import tfrecord
+from tfod.errors import DatasetError
 
 
 def _features():
@@ -74,12 +78,14 @@ def test_no_tensorflow_import(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from tfod.data import tfrecord; "
-            f"tfrecord.TFRecordWriter({str(tmp_path / 'a')!r}).write(tfrecord.example({{'a': [1]}})); "
-            "print('tensorflow' in sys.modules)")
+    path = str(tmp_path / "a")
+    code = ("import sys; from tfod.data import tfrecord\n"
+            f"with tfrecord.TFRecordWriter({path!r}) as w:\n"
+            "    w.write(tfrecord.example({'a': [1]}))\n"
+            f"print(len(list(tfrecord.read_records({path!r}))), 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "1 False"
 
 
 def test_bytes_equal_tensorflows_own_writer(tmp_path):
@@ -133,3 +139,105 @@ def test_count_records_reads_lengths_and_refuses_a_cut_header(tmp_path):
     (tmp_path / "cut").write_bytes(raw + raw[:11])
     with pytest.raises(ValueError, match="cut: truncated record header"):
         tfrecord.count_records(tmp_path / "cut")
+
+
+# --------------------------------------------------------------------------- #
+# read_records: the framing read back without TensorFlow, both CRCs checked
+# --------------------------------------------------------------------------- #
+PAYLOADS = [b"", b"x", bytes(range(256)) * 3, b"tfod"]
+OFFSETS = [0, 16, 33, 33 + 16 + 768]
+
+
+def _written(path, payloads=PAYLOADS):
+    with tfrecord.TFRecordWriter(path) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    return path
+
+
+def test_read_records_round_trip_with_offsets(tmp_path):
+    path = _written(tmp_path / "x.tfrecord", PAYLOADS + [tfrecord.example(_features())])
+    got = list(tfrecord.read_records(path))
+    assert [p for _, p in got] == PAYLOADS + [tfrecord.example(_features())]
+    assert [o for o, _ in got][:4] == OFFSETS
+    assert list(tfrecord.read_records(_written(tmp_path / "empty", []))) == []
+
+
+def test_read_records_reads_what_tensorflow_wrote(tmp_path):
+    import tensorflow as tf
+
+    payloads = PAYLOADS + [tfrecord.example(_features()), b"\x00" * 70000]
+    path = tmp_path / "theirs.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    assert [p for _, p in tfrecord.read_records(path)] == payloads
+
+
+def _damaged(path, change):
+    raw = bytearray(_written(path).read_bytes())
+    change(raw)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _flip(at):
+    def change(raw):
+        raw[at] ^= 0x01
+    return change
+
+
+def _cut(at):
+    def change(raw):
+        del raw[at:]
+    return change
+
+
+@pytest.mark.parametrize("change, index, message", [
+    (_flip(OFFSETS[2] + 3), 2, "CRC of the record's length does not match"),  # length byte
+    (_flip(OFFSETS[2] + 9), 2, "CRC of the record's length does not match"),  # its CRC
+    (_flip(OFFSETS[2] + 12 + 500), 2, "CRC of the record's data does not match"),  # data
+    (_flip(OFFSETS[3] - 1), 2, "CRC of the record's data does not match"),  # data CRC
+    (_cut(OFFSETS[3] + 7), 3, "ends inside the record's 12-byte header (7 bytes left"),
+    (_cut(OFFSETS[2] + 12 + 100), 2, "768 bytes and CRC run past the end of the file"),
+    (_cut(OFFSETS[3] - 2), 2, "run past the end of the file"),  # the data CRC cut
+], ids=["length", "length-crc", "data", "data-crc", "cut-header", "cut-data", "cut-crc"])
+def test_read_records_names_file_and_offset_of_a_damaged_record(tmp_path, change, index,
+                                                                  message):
+    path = _damaged(tmp_path / "bad.record", change)
+    got = []
+    with pytest.raises(DatasetError) as caught:
+        for item in tfrecord.read_records(path):
+            got.append(item)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: corrupt TFRecord: record {index} at byte "
+                           f"{OFFSETS[index]}: "), text
+    assert message in text
+    assert got == list(zip(OFFSETS, PAYLOADS))[:index]  # the good records came first
+    assert (f"the {index} record(s) before byte {OFFSETS[index]} are intact" in text) == bool(
+        index)
+
+
+def test_read_records_refuses_a_huge_length_without_reading_it(tmp_path):
+    """A length whose CRC matches but that the file cannot hold: refused from the file size,
+    never allocated."""
+    header = struct.pack("<Q", 2**62)
+    path = tmp_path / "huge.record"
+    path.write_bytes(header + struct.pack("<I", tfrecord._masked_crc(header)) + b"abc")
+    with pytest.raises(DatasetError, match=r"record 0 at byte 0: the record's 4611686018427387904"
+                                           r" bytes and CRC run past the end of the file \(15 "):
+        list(tfrecord.read_records(path))
+
+
+def test_read_records_refuses_gzip_and_missing_files(tmp_path):
+    plain = _written(tmp_path / "x.record").read_bytes()
+    (tmp_path / "x.record.gz").write_bytes(gzip.compress(plain))
+    with pytest.raises(DatasetError, match=r"x.record.gz: a GZIP-compressed TFRecord .* "
+                                           r"gunzip -c .*x.record.gz > .*x.record$"):
+        list(tfrecord.read_records(tmp_path / "x.record.gz"))
+    with pytest.raises(DatasetError, match=r"nope.record: cannot open \(No such file"):
+        list(tfrecord.read_records(tmp_path / "nope.record"))
+    (tmp_path / "text.record").write_text("filename,width\na.jpg,3\n")
+    with pytest.raises(DatasetError, match="record 0 at byte 0: the CRC of the record's length"
+                                           ".*check that this is an uncompressed TFRecord"):
+        list(tfrecord.read_records(tmp_path / "text.record"))

@@ -11,6 +11,7 @@ Formats: Pascal VOC XML, COCO JSON (instances), CSV
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import logging
@@ -258,6 +259,7 @@ def _source_folder(root: str | Path, report: Report | None, what: str,
 # Images that come inside the annotations (LabelMe imageData, TFRecords)
 # --------------------------------------------------------------------------- #
 _EMBEDDED: list[str] = []
+_EMBEDDED_COUNT = itertools.count()  # folders in reading order: records are ordered by path
 
 
 def embedded_image(raw: bytes, name: str) -> Path:
@@ -266,7 +268,9 @@ def embedded_image(raw: bytes, name: str) -> Path:
     and return its path, so the checks and the record writer treat it like any other
     image. The folder (``tfod-embedded-*`` in the temporary directory, mode 0700) is
     removed when the process ends. ``name`` keeps only its last component; each image
-    gets a folder of its own, so equal names never collide.
+    gets a folder of its own, numbered in reading order (so the records' order, which
+    follows paths, and with it a seeded split, is the same on every run), and equal names
+    never collide.
     """
     import atexit
     import shutil
@@ -278,7 +282,8 @@ def embedded_image(raw: bytes, name: str) -> Path:
     base = os.path.basename(name.replace("\\", "/")).replace("\x00", "") or "image"
     if base in (".", ".."):
         base = "image"
-    folder = Path(tempfile.mkdtemp(dir=_EMBEDDED[0]))
+    folder = Path(_EMBEDDED[0]) / f"{next(_EMBEDDED_COUNT):09d}"
+    folder.mkdir(mode=0o700)
     path = folder / base
     with open(path, "xb") as f:
         f.write(raw)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -184,6 +185,10 @@ def _check_boxes(record: Record, report: Report, classes: set[str] | None) -> No
         if classes is not None and box.name not in classes:
             report.add("class not in the label map", f"{where}: add {box.name!r} to the "
                        "label map or fix the name")
+            continue
+        if not all(math.isfinite(v) for v in (box.xmin, box.ymin, box.xmax, box.ymax)):
+            report.add("box outside image", f"{where}: a coordinate is not a finite number; "
+                       "fix the box")
             continue
         if box.xmax < box.xmin or box.ymax < box.ymin:
             report.add("inverted box", f"{where}: max < min; swap the coordinates")

@@ -11,17 +11,23 @@ whole conversion of a few hundred images), so this module provides both:
   process that has imported both;
 * :class:`TFRecordWriter` writes TensorFlow's record framing: little-endian
   uint64 length, masked CRC-32C of the length, the data, masked CRC-32C of the
-  data (CRC-32C from ``google-crc32c``'s C implementation).
+  data (CRC-32C from ``google-crc32c``'s C implementation);
+  :func:`read_records` reads it back, checking both CRCs.
 
 ``tests/test_tfrecord.py`` reads what this writes with TensorFlow's own
-``TFRecordDataset`` and ``tf.train.Example`` and compares.
+``TFRecordDataset`` and ``tf.train.Example``, and what TensorFlow writes with
+:func:`read_records`, and compares.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import struct
 from pathlib import Path
+from typing import Iterator
+
+from tfod.errors import DatasetError
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -154,3 +160,64 @@ def count_records(path: str | Path) -> int:
             f.seek(length + 4, 1)
             n += 1
     return n
+
+
+def _corrupt(path: Path, offset: int, index: int, what: str) -> DatasetError:
+    return DatasetError(
+        f"corrupt TFRecord: record {index} at byte {offset}: {what}", where=str(path),
+        fix=f"write the file again from its source (the {index} record(s) before byte "
+            f"{offset} are intact)" if index else "check that this is an uncompressed "
+            "TFRecord file, or write it again from its source")
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, payload)`` of each record of a TFRecord file (uncompressed), both
+    CRCs checked, without TensorFlow.
+
+    A truncated file, a length or data whose masked CRC-32C does not match, or a length
+    running past the end of the file raises :class:`~tfod.errors.DatasetError` naming the
+    file and the byte offset where the bad record starts, after the good records before it
+    were yielded. A GZIP-compressed file (which the OD API's input reader cannot read
+    either) is refused with the command that decompresses it.
+
+    Example:
+        >>> [offset for offset, payload in read_records("data/train.record")][:3]
+        [0, 53805, 121400]
+    """
+    path = Path(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise DatasetError(f"cannot open ({exc.strerror})", where=str(path),
+                           fix="check the path and its permissions") from None
+    with handle as f:
+        size = os.fstat(f.fileno()).st_size
+        offset = index = 0
+        while header := f.read(12):
+            if offset == 0 and header[:2] == b"\x1f\x8b":
+                plain = (path.with_suffix("") if path.suffix == ".gz"
+                         else path.with_name(f"{path.stem}-plain{path.suffix}"))
+                raise DatasetError(
+                    "a GZIP-compressed TFRecord file: the OD API reads uncompressed ones",
+                    where=str(path), fix=f"decompress it first: gunzip -c {path} > {plain}")
+            if len(header) < 12:
+                raise _corrupt(path, offset, index, f"the file ends inside the record's "
+                               f"12-byte header ({len(header)} bytes left; truncated?)")
+            if struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
+                raise _corrupt(path, offset, index, "the CRC of the record's length does not "
+                               "match (not a TFRecord file, or damaged)")
+            (length,) = struct.unpack("<Q", header[:8])
+            if offset + 16 + length > size:
+                raise _corrupt(path, offset, index, f"the record's {length} bytes and CRC "
+                               f"run past the end of the file ({size} bytes; truncated?)")
+            data = f.read(length)
+            footer = f.read(4)
+            if len(data) < length or len(footer) < 4:  # the file shrank while being read
+                raise _corrupt(path, offset, index, "the file ends inside the record "
+                               "(truncated?)")
+            if struct.unpack("<I", footer)[0] != _masked_crc(data):
+                raise _corrupt(path, offset, index, "the CRC of the record's data does not "
+                               "match (damaged)")
+            yield offset, data
+            offset += 16 + length
+            index += 1
