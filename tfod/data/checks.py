@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tfod.data.annotations import CLIP_TOLERANCE, Box, Record, Report
+from tfod.data.annotations import (CLIP_TOLERANCE, Box, Record, Report, _inside,
+                                   embedded_root)
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,14 @@ def _iou(a: Box, b: Box) -> float:
     return inter / (union - inter)
 
 
+def _shown(record: Record) -> str:
+    """An image as its owner knows it: one carried inside an annotation (LabelMe
+    ``imageData``, TFRecord bytes) by that annotation, not by tfod's private copy."""
+    if _inside(record.image_path, embedded_root()):
+        return f"{record.source}: embedded image {record.image_path.name}"
+    return str(record.image_path)
+
+
 def _check_boxes(record: Record, report: Report, classes: set[str] | None) -> None:
     width, height = record.width, record.height
     kept: list[Box] = []
@@ -300,7 +309,7 @@ def check_records(records: Iterable[Record], report: Report,
                        "add the image or remove its annotation")
             continue
         if isinstance(info, str):
-            report.add("unreadable image", f"{record.image_path}: {info}; replace or remove "
+            report.add("unreadable image", f"{_shown(record)}: {info}; replace or remove "
                        "the file")
             continue
         if info.sha256 in seen:

@@ -309,8 +309,8 @@ def _sources_manifest(sources: list[tuple[str, Path]], records: list[Record]) ->
 
 
 def _write_dataset(folder: Path, name: str, sources: list[tuple[str, Path]],
-                   records: list[Record], splits: dict, stats: dict, report: Report, names: list[str], seed: int,
-                   shard_size_mb: float, workers, progress: bool, plots: bool) -> dict:
+                   records: list[Record], splits: dict, stats: dict, report: Report,
+                   names: list[str], seed: int, shard_size_mb: float, workers, progress: bool, plots: bool) -> dict:
     """Everything of ``data/<name>/`` into ``folder``; ``manifest.json`` last. Returns the
     manifest."""
     out = DatasetDir(folder)
@@ -394,8 +394,9 @@ def prepare_dataset(source: str | Path | Sequence, name: str, fmt: str = "voc",
     every image instead of checking pass-through JPEGs' structure
     (:func:`tfod.data.checks.inspect_image`). ``polygons_as_boxes`` (CVAT, LabelMe) turns
     polygons into their bounding boxes instead of counting them as left out. Output goes
-    to a temporary folder renamed to ``<out_root>/<name>`` at the end, so an interrupted run leaves no folder that looks
-    complete; the folder holds the stage's log, ``prepare.log``.
+    to a temporary folder renamed to ``<out_root>/<name>`` at the end, so an interrupted
+    run leaves no folder that looks complete; the folder holds the stage's log,
+    ``prepare.log``.
     ``name`` must be a plain folder name (:func:`tfod.files.check_name`), checked first;
     an existing ``<out_root>/<name>`` is replaced only when tfod wrote it (it holds
     :data:`MARKER`), otherwise nothing is written and nothing deleted.

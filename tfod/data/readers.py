@@ -22,7 +22,8 @@ from tfod.data.csv_table import CSV_COLUMNS, read_csv
 from tfod.data.voc import read_voc
 from tfod.data.yolo import read_yolo
 
-__all__ = ["CSV_COLUMNS", "READERS", "READER_OPTIONS", "read_coco", "read_csv", "read_voc", "read_yolo"]
+__all__ = ["CSV_COLUMNS", "READERS", "READER_OPTIONS", "read_coco", "read_csv", "read_voc",
+           "read_yolo"]
 
 
 
