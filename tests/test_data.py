@@ -575,6 +575,9 @@ def test_sources_merged_with_renamed_classes(voc, tmp_path):
         ("voc", voc_images), ("yolo", 3)]
     assert result["report"]["problems"] == {"duplicate image": 1}
     assert "copy.jpg: same bytes as " in result["report"]["examples"]["duplicate image"][0]
+    # the VOC set has ImageSets, the YOLO set no split: said, not silently re-split
+    assert any("have a split of their own (the others, e.g. another source's, have none): "
+               "all are split by ratio" in note for note in result["report"]["notes"])
     origins = manifest["origins"]
     assert sum(v == 1 for v in origins.values()) == 3 and len(origins) == voc_images + 3
     assert all(origins[str(tmp_path / "yolo" / "images" / name)] == 1 for name in expected)

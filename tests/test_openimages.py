@@ -391,3 +391,20 @@ def test_fuzzed_boxes_and_descriptions(rows, header, descriptions, raw):
         _expect_records_or_named_error(read_openimages, path, folder)
     finally:
         shutil.rmtree(folder)
+
+
+def test_an_image_whose_every_box_row_is_unreadable_is_left_out(tmp_path):
+    """Its objects are there but unreadable: taken as a negative it would teach the model
+    that they are background. An image named by no row stays a negative."""
+    rows = ROWS + [("0008e425fb49a2bf", "/m/0unknown", 1, 0.1, 0.2, 0.1, 0.2, 0, 0, 0, 0)]
+    report = Report()
+    records = read_openimages(_oid(tmp_path, rows=rows), report)
+    assert "0008e425fb49a2bf" not in {r.image_path.stem for r in records}
+    assert report.problems["unknown class"] == 1
+    assert report.problems["image without a readable box"] == 1
+    assert "every box row of 0008e425fb49a2bf" in report.examples[
+        "image without a readable box"][0]
+    negative = tmp_path / "validation" / "0008e425fb49a2bf.jpg"
+    rows = ROWS  # the same image named by no row at all: a negative
+    records = read_openimages(_oid(tmp_path / "b", rows=rows), Report())
+    assert [r.boxes for r in records if r.image_path.stem == negative.stem] == [[]]

@@ -112,6 +112,16 @@ def test_every_od_api_key_is_read_into_the_record(tmp_path):
                             for k in ("area", "mask", "keypoint/x")}
 
 
+def test_unknown_flags_are_not_set(tmp_path):
+    """The OD API's Open Images converter writes -1 for "unknown" (group_of, occluded): only 1
+    sets a flag, as tfod's own Open Images reader reads the CSV."""
+    path = _write(tmp_path / "a.record", _features(**{
+        "object/group_of": [-1, -1], "object/is_crowd": [0, -1],
+        "object/truncated": [-1, 1]}))
+    (record,) = read_tfrecord(path, Report())
+    assert [(b.crowd, b.truncated) for b in record.boxes] == [(False, False), (False, True)]
+
+
 def test_boxes_use_the_images_own_size_and_the_checks_see_the_declared_one(tmp_path):
     """Normalised boxes refer to the decoded image: an Example that declares another size
     still gets boxes in the image's pixels, and the checks report the difference; without a

@@ -197,11 +197,14 @@ def _parse_rows(path: Path, names: dict[str, str], report: Report) -> dict[str, 
                 report.note("box row with Confidence 0, kept (as the OD API's converter does)")
         except DatasetError as exc:
             report.add("unreadable annotation", str(exc))
+            if boxes is not None:
+                boxes.append(None)  # the image had a box here: not a negative
             continue
         mid = cells["LabelName"]
         if mid not in names:
             report.add("unknown class", f"{where}: LabelName {mid!r} is not in the class "
                        "descriptions; add it there or remove the row")
+            boxes.append(None)
             continue
         boxes.append(((mid, xmin, xmax, ymin, ymax), flags, where))
     return images
@@ -209,7 +212,15 @@ def _parse_rows(path: Path, names: dict[str, str], report: Report) -> dict[str, 
 
 def _record(image_id: str, rows: list, names: dict[str, str], path: Path, dirs, roots,
             allow_outside: bool, report: Report) -> Record | None:
-    """One image's record with its boxes in pixels, or None (counted) when it cannot be."""
+    """One image's record with its boxes in pixels, or None (counted) when it cannot be
+    (also when every box row of the image was unreadable: it is not a negative)."""
+    good = [r for r in rows if r is not None]
+    if rows and not good:
+        report.add("image without a readable box", f"{path}: every box row of {image_id} "
+                   "is unreadable (counted above); the image is left out, not taken as "
+                   "having no objects")
+        return None
+    rows = good
     where = rows[0][2] if rows else str(path)
     try:
         image = _find_image([image_id + s for s in IMAGE_SUFFIXES], dirs, allow_outside,

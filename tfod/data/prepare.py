@@ -281,6 +281,10 @@ def _split_and_count(records: list[Record], report: Report, names: list[str], sp
 
     if split and records and all(r.split for r in records):
         log.info("prepare: --split given: the dataset's own split is replaced")
+    own = sum(bool(r.split) for r in records)
+    if not split and 0 < own < len(records):
+        report.note(f"{own} of {len(records)} images have a split of their own (the others, "
+                    "e.g. another source's, have none): all are split by ratio")
     splits = split_records(records, split or {"train": 0.8, "val": 0.2}, seed,
                            keep_own_split=not split, stratify=stratify)
     if not {"val", "test"} & {s for s, rs in splits.items() if rs}:
@@ -302,10 +306,17 @@ def _sources_manifest(sources: list[tuple[str, Path]], records: list[Record]) ->
                         "images": sum(r.origin == i for r in records),
                         "boxes": sum(len(r.boxes) for r in records if r.origin == i)}
                        for i, (fmt, path) in enumerate(sources)]}
-    if len(sources) > 1:
-        out["origins"] = {str(r.image_path): r.origin
-                          for r in sorted(records, key=lambda r: str(r.image_path))}
+    if len(sources) > 1:  # by the image's real path, or its annotation for embedded ones
+        out["origins"] = dict(sorted((_image_key(r), r.origin) for r in records))
     return out
+
+
+def _image_key(record: Record) -> str:
+    from tfod.data.annotations import _inside, embedded_root
+
+    if _inside(record.image_path, embedded_root()):
+        return record.source
+    return os.path.realpath(record.image_path)
 
 
 def _write_dataset(folder: Path, name: str, sources: list[tuple[str, Path]],

@@ -336,8 +336,8 @@ def _to_record(payload: bytes, where: str, file: Path, index: int, report: Repor
             continue
         box = Box(classes[i], x0 * real[0], y0 * real[1], x1 * real[0], y1 * real[1])
         for key, field in _FLAGS.items():
-            if flags[key]:
-                setattr(box, field, getattr(box, field) or bool(flags[key][i]))
+            if flags[key]:  # 1 is set; 0, and -1 (unknown, the OD API's Open Images), not
+                setattr(box, field, getattr(box, field) or flags[key][i] == 1)
         if views and views[i]:
             box.pose = views[i].decode("utf-8", "replace")
         boxes.append(box)

@@ -302,11 +302,12 @@ def _read_yaml_dataset(yaml_path: Path, doc: dict, report: Report, image_dir,
     same = [k for k in ("val", "test") if k in declared
             and set(map(str, declared[k])) == set(map(str, declared["train"]))]
     for key in same:  # coco128's val: is its train: images
-        report.note(f"'{key}:' lists the same images as 'train:': they are read once, and "
-                    f"split by --split (default train 0.8 / val 0.2) instead")
+        report.note(f"'{key}:' lists the same images as 'train:': they are read once"
+                    + ("" if len(declared) > 2 else ", and split by --split (default train "
+                       "0.8 / val 0.2) instead"))
         del declared[key]
     own_split = len(declared) > 1
-    if not own_split:
+    if not own_split and not same:
         report.note(f"only 'train:' images in {yaml_path.name}: split by --split "
                     "(default train 0.8 / val 0.2)")
     records, seen = [], {}
