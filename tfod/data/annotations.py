@@ -246,6 +246,43 @@ def _size(value) -> int:
     return int(number)
 
 
+# --------------------------------------------------------------------------- #
+# Shared by the readers
+# --------------------------------------------------------------------------- #
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                           where=str(path), fix="save the file as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read ({exc.strerror})", where=str(path),
+                           fix="check the file") from None
+
+
+def _shown_size(image: Path) -> tuple[int, int]:
+    """(width, height) of the picture as EXIF turns it: what YOLO labelling tools label."""
+    from PIL import Image
+
+    with Image.open(image) as img:
+        width, height = img.size
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return width, height
+
+
+def _images_inside(images: list[Path], roots, allow_outside: bool,
+                   report: Report) -> list[Path]:
+    """The images whose real path stays in the dataset (others counted), unless allowed."""
+    if allow_outside:  # symlinked images leading out of the dataset are the user's choice
+        return images
+    outside = [p for p in images if not _inside(p, roots)]
+    for path in outside:
+        report.add(PathOutsideError.kind, str(_outside_error(path, roots, "image", path.name,
+                                                             str(path))))
+    return [p for p in images if p not in outside]
+
+
 def _source_folder(root: str | Path, report: Report | None, what: str,
                    fix: str) -> tuple[Path, Report]:
     """(folder, report) of a reader whose source is a folder: a missing one is an error."""

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfod.data.annotations import (Box, PathOutsideError, Record, Report, _inside, _number,
-                                   _outside_error, _roots, _source_folder)
-from tfod.data.yolo import _images_inside, _text
+from tfod.data.annotations import (Box, PathOutsideError, Record, Report, _images_inside,
+                                   _inside, _number, _outside_error, _roots, _source_folder,
+                                   _text)
 from tfod.errors import DatasetError
 from tfod.layout import IMAGE_SUFFIXES
 

@@ -36,9 +36,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from tfod.data.annotations import (SPLIT_NAMES, Box, Record, Report, _find_image, _number,
-                                   _roots, _split_files, problem_kind, split_from_name)
-from tfod.data.yolo import _images_inside, _shown_size
+from tfod.data.annotations import (SPLIT_NAMES, Box, Record, Report, _find_image,
+                                   _images_inside, _number, _roots, _shown_size, _split_files,
+                                   problem_kind, split_from_name)
 from tfod.errors import DatasetError
 from tfod.layout import IMAGE_SUFFIXES
 

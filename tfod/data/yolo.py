@@ -9,21 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tfod.data.annotations import (Box, PathOutsideError, Record, Report, _inside, _number,
+from tfod.data.annotations import (Box, PathOutsideError, Record, Report, _images_inside, _inside,
+                                   _number, _shown_size, _text,
                                    _outside_error, _roots, _source_folder, split_from_name)
 from tfod.errors import DatasetError
 from tfod.layout import IMAGE_SUFFIXES
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                           where=str(path), fix="save the file as UTF-8") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read ({exc.strerror})", where=str(path),
-                           fix="check the file") from None
 
 
 def _load_yaml(path: Path) -> dict:
@@ -109,17 +99,6 @@ def _yolo_line(line: str, where: str, classes: dict[int, str], width: int,
                (cx + w / 2) * width, (cy + h / 2) * height)
 
 
-def _shown_size(image: Path) -> tuple[int, int]:
-    """(width, height) of the picture as EXIF turns it: what YOLO labelling tools label."""
-    from PIL import Image
-
-    with Image.open(image) as img:
-        width, height = img.size
-        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-            width, height = height, width
-    return width, height
-
-
 def _read_labels(record: Record, label: Path, classes: dict[int, str],
                  report: Report) -> None:
     """The boxes of one label file into ``record``; bad lines counted in ``report``."""
@@ -140,18 +119,6 @@ def _read_labels(record: Record, label: Path, classes: dict[int, str],
                                            record.height))
         except DatasetError as exc:
             report.add("unreadable annotation", str(exc))
-
-
-def _images_inside(images: list[Path], roots, allow_outside: bool,
-                   report: Report) -> list[Path]:
-    """The images whose real path stays in the dataset (others counted), unless allowed."""
-    if allow_outside:  # symlinked images leading out of the dataset are the user's choice
-        return images
-    outside = [p for p in images if not _inside(p, roots)]
-    for path in outside:
-        report.add(PathOutsideError.kind, str(_outside_error(path, roots, "image", path.name,
-                                                             str(path))))
-    return [p for p in images if p not in outside]
 
 
 def _find_yaml(folder: Path) -> Path | None:
