@@ -6,10 +6,8 @@ error naming the file."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from tfod.data.annotations import Report
 from tfod.data.cvat import read_cvat
 from tfod.data.prepare import prepare_dataset
 from tfod.errors import DatasetError
-from test_fuzz import FUZZ, _expect_records_or_named_error
+from test_fuzz import FUZZ, _expect_records_or_named_error, fuzz_folder
 
 SIZE = (80, 60)
 LABELS = ("zebra", "ant", "unused")  # declared order, not sorted: the label map keeps it
@@ -410,25 +408,19 @@ VALID = {"name": "a.jpg", "w": "80", "h": "60", "subset": "Train", "label": "ant
        as_boxes=st.booleans())
 def test_fuzz_fields(changed, other, as_boxes):
     """A valid image with up to four of its attributes replaced."""
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         _image(folder / "images" / "a.jpg", 1)
         (folder / "annotations.xml").write_text(_xml([TEMPLATE.format(
             other=other, **{**VALID, **changed})]))
         _expect_records_or_named_error(
             lambda target, report: read_cvat(target, report, polygons_as_boxes=as_boxes),
             folder, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ
 @given(raw=st.one_of(st.just(b""), st.binary(max_size=300)), cut=st.integers(0, 700))
 def test_fuzz_bytes(raw, cut):
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         valid = _xml([_img(0, "a.jpg", _box("ant", 1, 1, 9, 9) + POLYGON)]).encode()
         (folder / "annotations.xml").write_bytes(valid[:cut] + raw)
         _expect_records_or_named_error(read_cvat, folder / "annotations.xml", folder)
-    finally:
-        shutil.rmtree(folder)

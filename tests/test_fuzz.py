@@ -4,6 +4,7 @@ never another exception. A seed corpus of broken files lives in tests/data/broke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -56,29 +57,33 @@ def _tmp():
     return Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
 
 
+@contextlib.contextmanager
+def fuzz_folder():
+    """A fresh folder for one example (hypothesis runs many in one test), removed after."""
+    folder = _tmp()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
 @FUZZ
 @given(filename=xml_text, width=numbers, height=numbers, name=xml_text, difficult=numbers,
        xmin=numbers, ymin=numbers, xmax=numbers, ymax=numbers)
 def test_voc_fields(**fields):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         (folder / "a.xml").write_text(VOC_TEMPLATE.format(**fields))
         _expect_records_or_named_error(data.read_voc, folder, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ
 @given(raw=st.binary(max_size=400), cut=st.integers(0, 600))
 def test_voc_bytes(raw, cut):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         valid = VOC_TEMPLATE.format(filename="a.jpg", width=10, height=10, name="x",
                                     difficult=0, xmin=1, ymin=1, xmax=5, ymax=5).encode()
         (folder / "a.xml").write_bytes(valid[:cut] + raw)
         _expect_records_or_named_error(data.read_voc, folder, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 json_values = st.recursive(
@@ -102,24 +107,18 @@ coco_cats = st.lists(st.fixed_dictionaries({"id": json_values, "name": json_valu
      "annotations": st.one_of(coco_anns, json_values),
      "categories": st.one_of(coco_cats, json_values)})))
 def test_coco(doc):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         path = folder / "instances.json"
         path.write_text(json.dumps(doc))
         _expect_records_or_named_error(data.read_coco, path, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ
 @given(raw=st.binary(max_size=300))
 def test_coco_bytes(raw):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         (folder / "instances.json").write_bytes(raw)
         _expect_records_or_named_error(data.read_coco, folder / "instances.json", folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 csv_cells = st.one_of(numbers, st.text(max_size=10), st.just(""))
@@ -129,8 +128,7 @@ csv_cells = st.one_of(numbers, st.text(max_size=10), st.just(""))
 @given(rows=st.lists(st.lists(csv_cells, min_size=0, max_size=9), max_size=5),
        header=st.booleans(), raw=st.binary(max_size=60))
 def test_csv(rows, header, raw):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         import csv
 
         path = folder / "labels.csv"
@@ -142,8 +140,6 @@ def test_csv(rows, header, raw):
         with open(path, "ab") as f:
             f.write(raw)
         _expect_records_or_named_error(data.read_csv, path, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ
@@ -154,8 +150,7 @@ def test_csv(rows, header, raw):
                                          "- 1", "names:\n  0: a\n  1: b\n"])),
     raw_label=st.binary(max_size=40))
 def test_yolo(label, classes, yaml_text, raw_label):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         from PIL import Image
 
         (folder / "images").mkdir()
@@ -168,8 +163,6 @@ def test_yolo(label, classes, yaml_text, raw_label):
         if yaml_text is not None:
             (folder / "data.yaml").write_text(yaml_text, errors="surrogateescape")
         _expect_records_or_named_error(data.read_yolo, folder, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 VALID_MAP = "item { id: 1 name: 'cat' }\nitem { id: 2 name: 'dog' display_name: 'Dog' }\n"
@@ -180,8 +173,7 @@ VALID_MAP = "item { id: 1 name: 'cat' }\nitem { id: 2 name: 'dog' display_name: 
     lambda b: b.decode("latin-1")), st.integers(0, len(VALID_MAP)).flatmap(
     lambda cut: st.text(max_size=10).map(lambda t: VALID_MAP[:cut] + t + VALID_MAP[cut:]))))
 def test_label_map_parser(text):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         path = folder / "label_map.pbtxt"
         path.write_text(text, errors="surrogateescape")
         try:
@@ -190,8 +182,6 @@ def test_label_map_parser(text):
             assert str(path) in str(exc)
         else:
             assert len(names) == len(set(names)) and all(isinstance(n, str) for n in names)
-    finally:
-        shutil.rmtree(folder)
 
 
 # --------------------------------------------------------------------------- #

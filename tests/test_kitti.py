@@ -18,8 +18,6 @@ Where tfod differs from upstream on purpose (module docstring of tfod/data/kitti
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from test_fuzz import FUZZ, _expect_records_or_named_error
+from test_fuzz import FUZZ, _expect_records_or_named_error, fuzz_folder
 from tfod.data.annotations import Report
 from tfod.data.kitti import read_kitti
 from tfod.errors import DatasetError
@@ -288,8 +286,7 @@ def test_symlinks_leading_out_of_the_dataset_are_refused(tmp_path, what):
         ["nan", "inf", "-1", "1e400", "", "DontCare", "0.5", "x"]), max_size=16),
     raw=st.binary(max_size=40))
 def test_fuzzed_label_files(label, mutate, raw):
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         _png(folder / "image_2" / "a.png", (32, 24))
         _png(folder / "image_2" / "b.png", (32, 24), (9, 9, 9))
         (folder / "label_2").mkdir()
@@ -300,5 +297,3 @@ def test_fuzzed_label_files(label, mutate, raw):
                                                   errors="surrogateescape")
         (folder / "label_2" / "b.txt").write_bytes(raw)
         _expect_records_or_named_error(read_kitti, folder, folder)
-    finally:
-        shutil.rmtree(folder)

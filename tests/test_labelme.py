@@ -10,8 +10,6 @@ import base64
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from tfod.data.annotations import Report
 from tfod.data.labelme import read_labelme
 from tfod.data.prepare import prepare_dataset
 from tfod.errors import DatasetError
-from test_fuzz import FUZZ, _expect_records_or_named_error
+from test_fuzz import FUZZ, _expect_records_or_named_error, fuzz_folder
 
 SIZE = (80, 60)
 
@@ -308,8 +306,7 @@ fields = {"shapes": st.one_of(shapes, json_values), "imagePath": image_path,
     whole=st.one_of(st.none(), json_values), as_boxes=st.booleans())
 def test_fuzz_documents(changed, dropped, whole, as_boxes):
     """A valid file with up to three fields replaced and two left out, or any JSON value."""
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         doc = {k: v for k, v in {**VALID, **changed}.items() if k not in dropped}
         _image(folder / "a.jpg", 1, size=(12, 10))
         (folder / "sub").mkdir()
@@ -317,8 +314,6 @@ def test_fuzz_documents(changed, dropped, whole, as_boxes):
         _expect_records_or_named_error(
             lambda target, report: read_labelme(target, report, polygons_as_boxes=as_boxes),
             folder, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ
@@ -330,27 +325,21 @@ def test_fuzz_documents(changed, dropped, whole, as_boxes):
     min_size=1, max_size=3), as_boxes=st.booleans())
 def test_fuzz_shapes(shapes, as_boxes):
     """A valid file whose rectangles and polygons carry any labels and points."""
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         _image(folder / "a.jpg", 1, size=(12, 10))
         (folder / "a.json").write_text(json.dumps({**VALID, "shapes": shapes}))
         _expect_records_or_named_error(
             lambda target, report: read_labelme(target, report, polygons_as_boxes=as_boxes),
             folder, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ
 @given(raw=st.one_of(st.just(b""), st.binary(max_size=300)), cut=st.integers(0, 400))
 def test_fuzz_bytes(raw, cut):
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         _image(folder / "a.jpg", 1, size=(12, 10))
         valid = json.dumps({"shapes": [_shape("ant", [(1, 1), (9, 9)]), POLYGON],
                             "imagePath": "a.jpg", "imageData": None, "imageWidth": 12,
                             "imageHeight": 10}).encode()
         (folder / "a.json").write_bytes(valid[:cut] + raw)
         _expect_records_or_named_error(read_labelme, folder, folder)
-    finally:
-        shutil.rmtree(folder)

@@ -27,7 +27,6 @@ import csv
 import io
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from test_fuzz import FUZZ, _expect_records_or_named_error, numbers
+from test_fuzz import FUZZ, _expect_records_or_named_error, fuzz_folder, numbers
 from tfod.data.annotations import Report
 from tfod.data.openimages import read_openimages
 from tfod.errors import DatasetError
@@ -378,8 +377,7 @@ cells = st.one_of(numbers, st.text(max_size=10), st.sampled_from(
        descriptions=st.one_of(st.text(max_size=40), st.just("/m/0k4j,Car\n")),
        raw=st.binary(max_size=60))
 def test_fuzzed_boxes_and_descriptions(rows, header, descriptions, raw):
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         _jpg(folder / "images" / "abc.jpg", (16, 12))
         (folder / "class-descriptions-boxable.csv").write_text(descriptions,
                                                                errors="surrogateescape")
@@ -389,8 +387,6 @@ def test_fuzzed_boxes_and_descriptions(rows, header, descriptions, raw):
         path = folder / "boxes.csv"
         path.write_bytes(buffer.getvalue().encode("utf-8", "surrogateescape") + raw)
         _expect_records_or_named_error(read_openimages, path, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 def test_an_image_whose_every_box_row_is_unreadable_is_left_out(tmp_path):

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import SHARED_DATASETS
-from test_fuzz import FUZZ, _expect_records_or_named_error, _tmp
+from test_fuzz import FUZZ, _expect_records_or_named_error, _tmp, fuzz_folder
 from tfod.cli import main
 from tfod.data import checks, prepare_dataset, read_csv, read_label_map, write_label_map
 from tfod.data.annotations import Report
@@ -600,13 +600,10 @@ def test_cli_prepares_records_and_reports_damage_without_a_traceback(tmp_path, c
 # Fuzz: random bytes, damaged files, random Examples
 # --------------------------------------------------------------------------- #
 def _fuzz(write):
-    folder = _tmp()
-    try:
+    with fuzz_folder() as folder:
         path = folder / "train.record"
         write(path)
         _expect_records_or_named_error(read_tfrecord, path, folder)
-    finally:
-        shutil.rmtree(folder)
 
 
 @FUZZ

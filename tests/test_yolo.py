@@ -7,8 +7,6 @@ images/ + labels/ folder is tested in test_annotations.py.)"""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from tfod.data.annotations import Report
 from tfod.data.prepare import prepare_dataset
 from tfod.data.yolo import _label_path, read_yolo
 from tfod.errors import DatasetError
-from test_fuzz import FUZZ, _expect_records_or_named_error
+from test_fuzz import FUZZ, _expect_records_or_named_error, fuzz_folder
 
 
 def _pair(images: Path, labels: Path, stem: str, lines: list[str] | None,
@@ -263,13 +261,10 @@ def test_listed_images_outside_the_dataset_are_refused(tmp_path):
 def test_fuzz_dataset_yaml(yaml_text, listing, label):
     """Random dataset YAMLs (JSON is YAML), image lists and label lines: records, or an
     error naming the YAML or the folder."""
-    folder = Path(tempfile.mkdtemp(prefix="tfod-fuzz-"))
-    try:
+    with fuzz_folder() as folder:
         _pair(folder / "images", folder / "labels", "a", None)
         (folder / "labels").mkdir()
         (folder / "labels" / "a.txt").write_text(label, errors="surrogateescape")
         (folder / "list.txt").write_text(listing, errors="surrogateescape")
         (folder / "data.yaml").write_text(yaml_text, errors="surrogateescape")
         _expect_records_or_named_error(read_yolo, folder / "data.yaml", folder)
-    finally:
-        shutil.rmtree(folder)
