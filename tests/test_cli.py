@@ -168,8 +168,13 @@ ADDED_FLAGS = {**{c: {"--json"} for c in ("synth", "prepare", "config", "eval", 
                                            "predict", "demo")},
                "train": {"--json", "--threads"}}
 #: issue 15 (Datasets): prepare reads CVAT and LabelMe polygons as boxes on request
-#: and merges several sources, renaming classes
+#: and merges several sources, renaming classes; issue 17 (QAT): export --edgetpu
 ADDED_FLAGS["prepare"] = ADDED_FLAGS["prepare"] | {"--polygons-as-boxes", "--rename"}
+ADDED_FLAGS["export"] = ADDED_FLAGS["export"] | {"--edgetpu"}
+ADDED_FLAGS["train"] = ADDED_FLAGS["train"] | {"--qat-per-tensor"}
+#: issue 16 (fit to the data): config --fit-data/--max-size, train --time
+ADDED_FLAGS["config"] = ADDED_FLAGS["config"] | {"--fit-data", "--max-size"}
+ADDED_FLAGS["train"] = ADDED_FLAGS["train"] | {"--time"}
 #: command -> flags whose choices may grow (the release's first, in order) or that may take
 #: one or more values where they took one; issue 15: formats, several sources
 GROWN_CHOICES = {"prepare": {"--format", "source"}}

@@ -219,16 +219,18 @@ def test_augment_bad_names_suggest(tmp_path, inputs):
     assert not (tmp_path / "p.config").exists()
 
 
-def test_quantize_writes_graph_rewriter_and_says_it_is_not_applied(tmp_path, inputs, caplog):
-    with caplog.at_level(logging.WARNING, logger="tfod.config"):
+def test_quantize_writes_graph_rewriter_and_says_qat_applies(tmp_path, inputs, caplog):
+    """The block is quantization-aware training now (tests/test_qat.py trains it): config
+    says so, and --check has nothing against it on a MobileNet SSD."""
+    with caplog.at_level(logging.INFO, logger="tfod.config"):
         out = _patch(tmp_path, inputs, quantize="delay=1800,weight_bits=8,activation_bits=8")
-    assert "does not apply it" in caplog.text and "tflite_int8" in caplog.text
+    assert "quantization-aware training from step 1800 (8-bit weights, 8-bit activations)" \
+        in caplog.text
     quantization = templates.load_configs(out)["graph_rewriter_config"].quantization
     assert (quantization.delay, quantization.weight_bits, quantization.activation_bits) == \
         (1800, 8, 8)
     assert "graph_rewriter" in out.read_text()
-    warnings = validate.check_pipeline(out)
-    assert len(warnings) == 1 and "tflite_int8" in warnings[0]
+    assert not [w for w in validate.check_pipeline(out) if "quantiz" in w]
     with pytest.raises(ConfigError, match="did you mean weight_bits"):
         _patch(tmp_path, inputs, quantize="wieght_bits=8")
 
@@ -547,6 +549,21 @@ def test_set_steps_rescales_each_schedule_kind():
     schedule.set_steps(configs, 7)
     assert configs["train_config"].num_steps == 7
     assert schedule.lr_schedule(_train_config()) == ("", "", None)
+
+
+def test_set_steps_with_total_steps_unset_scales_warmup_from_num_steps():
+    """A cosine schedule without total_steps (the proto reads 4,000,000 then) was meant
+    for train_config.num_steps: warmup scales by new / old num_steps (it became 1)."""
+    configs = {"train_config": _train_config("cosine_decay_learning_rate", warmup_steps=300,
+                                             hold_base_rate_steps=100)}
+    assert not _cosine(configs).HasField("total_steps")
+    schedule.set_steps(configs, 400)  # num_steps 1000 -> 400
+    lr = _cosine(configs)
+    assert (lr.total_steps, lr.warmup_steps, lr.hold_base_rate_steps) == (400, 120, 40)
+    configs["train_config"].ClearField("num_steps")  # neither set: nothing to scale from
+    lr.ClearField("total_steps")
+    schedule.set_steps(configs, 200)
+    assert (lr.total_steps, lr.warmup_steps) == (200, 100)  # 120, at most half
 
 
 def test_scale_learning_rate_multiplies_every_rate():
@@ -1122,11 +1139,16 @@ def test_findings_in_full_on_hand_written_configs(tmp_path, monkeypatch):
     quantized = _config_file(tmp_path, "q.config", train=records, evaluate=records,
                              label_map=label_map)
     quantized.write_text(quantized.read_text() + "graph_rewriter { quantization { delay: 1 } }\n")
-    (warning,) = validate.find_problems(quantized)
-    assert (str(warning), warning.error) == (
-        "graph_rewriter: graph_rewriter.quantization is not applied by the TF2 training loop; "
-        "train in float; make int8 with `tfod export --formats tflite_int8`", False)
-    assert validate.check_pipeline(quantized) == [str(warning)]
+    (error,) = validate.find_problems(quantized)  # an SSD without a MobileNet: no QAT
+    assert (str(error), error.error) == (
+        "graph_rewriter.quantization: quantization-aware training does not support the "
+        "feature extractor ''; use an SSD with a feature extractor of ssd_mobilenet_v1_keras, "
+        "ssd_mobilenet_v2_keras, ssd_mobilenet_v1_fpn_keras, ssd_mobilenet_v2_fpn_keras, or "
+        "remove the block (int8 export then uses post-training quantization)", True)
+    mobile = quantized.read_text().replace(
+        "image_resizer", "feature_extractor { type: 'ssd_mobilenet_v2_keras' } image_resizer")
+    quantized.write_text(mobile)
+    assert validate.find_problems(quantized) == []  # QAT applies: nothing to say
     assert validate.check_pipeline(ok) == []
 
     one = _config_file(tmp_path, "one.config", train=records, evaluate=records,

@@ -59,10 +59,14 @@ def _checkpoint_steps(run_dir):
             for path in state.all_model_checkpoint_paths]
 
 
-def _loss_steps(run_dir):
+def _scalars(run_dir):
     from tfod.plots import read_scalars
 
-    return [step for step, _ in read_scalars(run_dir / "train")["Loss/total_loss"]]
+    return read_scalars(run_dir / "train")
+
+
+def _loss_steps(run_dir):
+    return [step for step, _ in _scalars(run_dir)["Loss/total_loss"]]
 
 
 @pytest.fixture(scope="module")
@@ -578,3 +582,121 @@ def test_threads_auto_tf_and_explicit():
     for bad in ("fast", "1", "-1,2", "a,b"):
         with pytest.raises(TrainError, match="--threads"):
             distribute.parse_threads(bad)
+
+
+# --- --time ------------------------------------------------------------------------------------
+
+def test_parse_duration_and_what_time_budgets_refuse():
+    assert [train_mod.parse_duration(t) for t in ("90s", "10m", "1h", "1h30m", "45", 2.5,
+                                                   " 2m 30s ")] == [
+        90.0, 600.0, 3600.0, 5400.0, 45.0, 2.5, 150.0]
+    for bad in ("", "ten minutes", "10x", "0s", "-5"):
+        with pytest.raises(TrainError, match="--time"):
+            train_mod.parse_duration(bad)
+    for clash, kwargs in (("--resume", {"resume": True}), ("--early-stop", {"early_stop": 2}),
+                          ("multi-worker", {"strategy": "multi-worker"})):
+        with pytest.raises(TrainError, match=f"--time cannot be combined with .*{clash}"):
+            train_mod.train("missing.config", time_budget="1m", **kwargs)
+
+
+def test_stretched_schedule_is_the_od_apis_own_schedule_at_the_mapped_step():
+    """The OD API's schedules (cosine with warm-up, manual steps, exponential with
+    burn-in) built on the stretched step give, at step k, their own rate at the step the
+    clock maps k to; stretching again continues from where the schedule is, no jump."""
+    import tensorflow as tf
+    from object_detection.builders import optimizer_builder
+
+    from tfod.config.templates import load_configs, resolve_template
+
+    clock = train_mod._ScheduleClock()
+    step = tf.Variable(0, dtype=tf.int64)
+    for kind, fields in (
+            ("cosine_decay_learning_rate", {"learning_rate_base": 0.01, "total_steps": 1000,
+                                            "warmup_learning_rate": 0.001,
+                                            "warmup_steps": 100}),
+            ("manual_step_learning_rate", {"initial_learning_rate": 0.01}),
+            ("exponential_decay_learning_rate", {"initial_learning_rate": 0.01,
+                                                 "decay_steps": 200, "burnin_steps": 50,
+                                                 "burnin_learning_rate": 0.001})):
+        config = load_configs(resolve_template("ssd_mobilenet_v2_tiny"))["train_config"]
+        rate = config.optimizer.adam_optimizer.learning_rate
+        message = getattr(rate, kind)
+        for key, value in fields.items():
+            setattr(message, key, value)
+        if kind == "manual_step_learning_rate":
+            message.schedule.add(step=300, learning_rate=0.005)
+            message.schedule.add(step=700, learning_rate=0.001)
+        _, (plain,) = optimizer_builder.build(config.optimizer, global_step=step)
+        _, (stretched,) = optimizer_builder.build(
+            config.optimizer, global_step=train_mod._StretchedStep(step, clock))
+        clock.scale.assign(1.0), clock.offset.assign(0.0)
+        for at, total, mapping in (
+                (0, 250, ((0, 0), (60, 240), (100, 400))),  # 1000 schedule steps in 250
+                (100, 300, ((100, 400), (200, 700), (300, 1000)))):  # re-planned at 100
+            clock.stretch(at, total, 1000)
+            for k, mapped in mapping:
+                assert clock.at(k) == pytest.approx(mapped)
+                step.assign(k)
+                stretched_rate = float(stretched())
+                step.assign(mapped)
+                assert stretched_rate == pytest.approx(float(plain()), rel=1e-5), (kind, k)
+
+
+class _FakeCaptured:
+    def __init__(self):
+        self.steps = 0
+
+    def step(self):
+        return self.steps
+
+
+def test_timed_loop_plans_steps_from_the_measured_rate(monkeypatch):
+    """With a clock of 1 s for the graph and 0.5 s per step, a 31 s budget: a call of one
+    step, one of PROBE_STEPS (5 s), then the steps that fit in the 25 s left (50), ending
+    at the deadline; the schedule of 2000 steps ends at that step."""
+    now = [1000.0]
+    monkeypatch.setattr(train_mod.time, "time", lambda: now[0])
+    clock = train_mod._ScheduleClock()
+    patch = train_mod._TimedLoop(1000.0, 31.0, 2000, 1000, clock)
+    captured, calls = _FakeCaptured(), []
+    patch.arguments(0, captured, lambda: None)
+    while True:
+        size = patch.chunks.size
+        calls.append(size)
+        captured.steps += size
+        now[0] += 1.0 if len(calls) == 1 else 0.5 * size
+        try:
+            patch.after_call()
+        except runtime.Finished:
+            break
+    assert calls == [1, train_mod.PROBE_STEPS, 50]
+    assert captured.steps == 61 and now[0] == pytest.approx(1031.0)
+    assert clock.at(61) == pytest.approx(2000)
+    summary = patch.summary(31.0, now[0] - 1000.0, captured.steps)
+    assert (summary["graph_seconds"], summary["steps_per_sec"], summary["first_plan"]) == (
+        1.0, 2.0, 61)
+
+
+def test_time_budget_ends_on_time_with_a_final_checkpoint(tiny_run, tmp_path):
+    """`tfod train --time 40s` on the tiny model: the last step ends within a few steps'
+    time of the budget (counted from the loop's start, graph building included), the final
+    checkpoint holds that step, and the run's config records the steps that ran."""
+    from tfod.config.templates import load_configs
+
+    budget = 40.0
+    result = train_mod.train(tiny_run["config"], run_dir=tmp_path / "timed", seed=0,
+                             time_budget=f"{budget:g}s")
+    timed = result["time_budget"]
+    step_time = 1 / timed["steps_per_sec"]
+    # the graph may take the whole budget on a busy machine: then one call more
+    end = max(budget, timed["graph_seconds"] + train_mod.PROBE_STEPS * step_time)
+    assert budget - 3 * step_time - 1.0 <= timed["trained_seconds"] <= end + 3 * step_time + 1.0
+    assert result["status"] == "finished" and result["step"] == timed["steps"] > 1
+    assert train_mod.latest_step(tmp_path / "timed") == result["step"]
+    configs = load_configs(tmp_path / "timed" / "pipeline.config")
+    assert configs["train_config"].num_steps == result["step"]
+    summary = json.loads((tmp_path / "timed" / "train_summary.json").read_text())
+    assert summary["time_budget"]["steps"] == result["step"]
+    # the schedule (2000 steps in the config) was stretched to end at the last step
+    rates = _scalars(tmp_path / "timed")["learning_rate"]
+    assert rates[-1][0] == result["step"] and rates[-1][1] < 0.02 * max(r for _, r in rates)

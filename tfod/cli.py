@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the augmentation, e.g. random_horizontal_flip,"
                         "random_adjust_brightness:max_delta=0.2")
     p.add_argument("--quantize", metavar="OPTS",
-                   help="write graph_rewriter quantization, e.g. delay=1800,weight_bits=8 "
-                        "(not applied by TF2 training; int8 comes from export)")
+                   help="quantization-aware training: graph_rewriter quantization, e.g. "
+                        "delay=1800,weight_bits=8 (float until step delay, then fake-"
+                        "quantized; SSD MobileNet V1/V2 only)")
     p.add_argument("--scale-lr", action="store_true",
                    help="scale the learning rates linearly with --batch-size")
     p.add_argument("--freeze", choices=["feature_extractor", "none"],
@@ -194,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any field, e.g. train_config.batch_size=4 (repeatable)")
     p.add_argument("--check", action="store_true",
-                   help="only check the config given as TEMPLATE (tfod config --check FILE)")
+                   help="only check the config given as TEMPLATE (tfod config --check FILE); "
+                        "with its dataset's stats.json, also the boxes against the anchors")
+    p.add_argument("--fit-data", action="store_true",
+                   help="choose the input size and anchors (SSD) from the training boxes "
+                        "of --data; docs/FIT_DATA.md")
+    p.add_argument("--max-size", type=int, default=640, metavar="PIXELS",
+                   help="--fit-data: largest input side to choose (default 640)")
 
     p = _add(sub, "train")
     p.add_argument("config", help="pipeline.config")
@@ -214,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="auto", metavar="auto|tf|INTRA,INTER",
                    help="TensorFlow CPU thread pools (auto: 1 thread per op, 1 op per core "
                         "without a GPU; tf: TensorFlow's defaults)")
+    p.add_argument("--time", metavar="DURATION",
+                   help="train until this much time has passed (90s, 10m, 1h; graph "
+                        "building included): steps and learning-rate schedule are fitted "
+                        "to the measured step time; a checkpoint at the end")
+    p.add_argument("--qat-per-tensor", action="store_true",
+                   help="quantization-aware training (a graph_rewriter block) with one weight "
+                        "scale per tensor instead of per channel (for accelerators that "
+                        "need it; export follows)")
 
     p = _add(sub, "eval")
     p.add_argument("run", help="run folder (or pipeline.config)")
@@ -228,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="default exports/<run>")
     p.add_argument("--formats", default="all",
                    help="comma list of all, saved_model, frozen_graph, tflite, tflite_fp16, "
-                        "tflite_dynamic, tflite_int8 (default: all the model supports)")
+                        "tflite_dynamic, tflite_int8 (default: all the model supports), "
+                        "tflite_int8_per_tensor (weights one scale per tensor)")
+    p.add_argument("--edgetpu", action="store_true",
+                   help="also write model_edgetpu.tflite for the Coral Edge TPU (integer-only, "
+                        "uint8 input, weights per tensor) and run edgetpu_compiler if on PATH")
     p.add_argument("--checkpoint", help="checkpoint prefix, 'best' (eval/best.json) or "
                    "'latest' (default)")
     p.add_argument("--max-detections", type=int, default=10, help="TFLite detections")
@@ -379,7 +398,8 @@ def _config(args):
         train_input=args.train, eval_input=args.eval, num_steps=args.steps,
         batch_size=args.batch_size, scale_lr=args.scale_lr, image_size=args.image_size,
         fine_tune_checkpoint=args.checkpoint, augment=args.augment,
-        quantize=args.quantize, freeze=args.freeze, overrides=_sets(args.set)))}
+        quantize=args.quantize, freeze=args.freeze, overrides=_sets(args.set),
+        fit_data=args.fit_data, max_size=args.max_size))}
 
 
 def _train(args):
@@ -388,7 +408,8 @@ def _train(args):
     return train(args.config, run=args.run, runs_root=args.runs_root, num_steps=args.steps,
                  checkpoint_every=args.checkpoint_every, resume=args.resume,
                  seed=args.seed, strategy=args.strategy, auto_batch=args.auto_batch,
-                 early_stop=args.early_stop, argv=sys.argv, threads=args.threads)
+                 early_stop=args.early_stop, argv=sys.argv, threads=args.threads,
+                 time_budget=args.time, qat_per_tensor=args.qat_per_tensor)
 
 
 def _eval(args):
@@ -401,7 +422,8 @@ def _eval(args):
 def _export(args):
     from tfod.exporter import export
 
-    return export(args.run, out_dir=args.out, formats=args.formats.split(","),
+    formats = args.formats.split(",") + (["tflite_edgetpu"] if args.edgetpu else [])
+    return export(args.run, out_dir=args.out, formats=formats,
                   checkpoint=args.checkpoint, max_detections=args.max_detections,
                   input_type=args.input_type, calibration_images=args.calibration_images,
                   evaluate=not args.no_eval, evaluate_checkpoint=args.eval_checkpoint)

@@ -25,7 +25,7 @@ import logging
 import time
 from pathlib import Path
 
-from tfod.compat import runtime
+from tfod.compat import qat, runtime
 from tfod.config import check_configs, load_configs
 from tfod.errors import TrainError
 from tfod.files import write_text_atomic
@@ -181,6 +181,7 @@ class _Evaluator:
         with strategy.scope():
             self.model = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"](
                 model_config=model_config, is_training=True)
+            qat.install_from(self.model, configs)  # a QAT run is evaluated quantized
         with runtime.odapi_without_autograph():
             self.eval_input = strategy.experimental_distribute_dataset(inputs.eval_input(
                 eval_config=eval_config, eval_input_config=eval_input_config,

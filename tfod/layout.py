@@ -223,7 +223,9 @@ class ExportDir:
 
     #: TFLite variant -> file name
     TFLITE_FILES = {"float32": "model_float32.tflite", "float16": "model_float16.tflite",
-                    "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+                    "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite",
+                    "int8_per_tensor": "model_int8_per_tensor.tflite",
+                    "edgetpu": "model_edgetpu.tflite"}
 
     @property
     def complete(self) -> Path:

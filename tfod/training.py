@@ -22,6 +22,13 @@ upstream loop and:
 The chunking and the builder hooks are OD API runtime patches, in
 :mod:`tfod.compat.runtime` (:class:`~tfod.compat.runtime.LoopPatch`,
 :meth:`~tfod.compat.runtime.Captured.hooks`).
+
+``--time`` (:class:`_TimedLoop`, on the same hook) plans the steps while the loop runs:
+the first call (graph built) runs one step, the next :data:`PROBE_STEPS` give the first
+measured step time; after every call, the total becomes the steps that fit in what is
+left of the budget at the rate measured since the first call, and the learning-rate
+schedule, built by the OD API once for ``num_steps`` steps, is stretched to end there
+(:class:`_ScheduleClock`, :func:`_stretched_schedule`).
 """
 
 from __future__ import annotations
@@ -64,10 +71,16 @@ def latest_step(model_dir: str | Path) -> int:
 class _Progress(threading.Thread):
     """Prints step/total, steps/s and ETA from the live step variable."""
 
-    def __init__(self, captured: runtime.Captured, start: int, total: int, every: float = 5.0):
+    def __init__(self, captured: runtime.Captured, start: int, total, every: float = 5.0):
         super().__init__(daemon=True)
-        self.captured, self.start_step, self.total, self.every = captured, start, total, every
+        # total: steps, or a function giving them (a --time run plans them as it goes)
+        self.captured, self.start_step, self.every = captured, start, every
+        self.total_of = total if callable(total) else (lambda: total)
         self.done = threading.Event()
+
+    @property
+    def total(self) -> int:
+        return self.total_of()
 
     def run(self):
         from tqdm import tqdm
@@ -79,6 +92,8 @@ class _Progress(threading.Thread):
         t0, first = None, self.start_step  # the rate counts from the first step seen
         while not self.done.wait(1.0):
             step = self.captured.step()
+            if bar.total != self.total:
+                bar.total = self.total
             if step > bar.n:
                 bar.update(step - bar.n)
             if t0 is None and step > self.start_step:
@@ -194,30 +209,200 @@ def _check_steps(total: int, checkpoint_every: int, config: Path) -> None:
                          where="--checkpoint-every", fix="e.g. --checkpoint-every 1000")
 
 
+# --- --time: a time budget instead of a step count ------------------------------------------
+
+#: ``--time``: steps of the first measured call (after the one that builds the graph)
+PROBE_STEPS = 10
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds of a duration: a number of seconds, or ``90s``, ``10m``, ``1h``, ``1h30m``.
+
+    Example:
+        >>> parse_duration("1h30m"), parse_duration("90s"), parse_duration(45)
+        (5400.0, 90.0, 45.0)
+    """
+    import re
+
+    text = str(value).strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", text)
+    if not text or not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smh]?)", "", text).strip():
+        raise TrainError(f"cannot read the duration {value!r}", where="--time",
+                         fix="give seconds or a duration like 90s, 10m, 1h, 1h30m")
+    seconds = sum(float(n) * _UNITS[unit or "s"] for n, unit in parts)
+    if seconds <= 0:
+        raise TrainError(f"the duration {value!r} is not positive", where="--time",
+                         fix="give a duration like 90s, 10m, 1h")
+    return seconds
+
+
+class _StretchedStep:
+    """Stands in for the step variable in the OD API's learning-rate schedules: converts
+    to the float tensor ``offset + scale * step`` of its :class:`_ScheduleClock`, and
+    compares and subtracts like the step (``global_step > warmup_steps``,
+    ``global_step - burnin_steps``, ``tf.cast(global_step, ...)``)."""
+
+    def __init__(self, step, clock: _ScheduleClock):
+        self.step, self.clock = step, clock
+
+    def tensor(self, dtype=None):
+        import tensorflow as tf
+
+        value = self.clock.offset + self.clock.scale * tf.cast(self.step, tf.float32)
+        return value if dtype in (None, tf.float32) else tf.cast(value, dtype)
+
+    def __lt__(self, other):
+        return self.tensor() < other
+
+    def __le__(self, other):
+        return self.tensor() <= other
+
+    def __gt__(self, other):
+        return self.tensor() > other
+
+    def __ge__(self, other):
+        return self.tensor() >= other
+
+    def __sub__(self, other):
+        return self.tensor() - other
+
+    def __add__(self, other):
+        return self.tensor() + other
+
+
+class _ScheduleClock:
+    """The step the learning-rate schedule reads, ``offset + scale * step`` (two
+    variables read at every step inside the traced loop). It starts as the step itself;
+    :meth:`stretch` maps what is left of the schedule onto the steps left, without a jump."""
+
+    _registered = False
+
+    def __init__(self):
+        import tensorflow as tf
+
+        if not _ScheduleClock._registered:
+            tf.register_tensor_conversion_function(
+                _StretchedStep, lambda value, dtype=None, name=None, as_ref=False:
+                value.tensor(dtype))
+            _ScheduleClock._registered = True
+        self.offset = tf.Variable(0.0, trainable=False, name="tfod_schedule_offset")
+        self.scale = tf.Variable(1.0, trainable=False, name="tfod_schedule_scale")
+
+    def at(self, step: int) -> float:
+        """The schedule's step at training step ``step``."""
+        return float(self.offset.numpy() + self.scale.numpy() * step)
+
+    def stretch(self, step: int, total: int, length: int) -> None:
+        """From ``step`` on, run the rest of a schedule of ``length`` steps until ``total``.
+
+        Example:
+            >>> clock.stretch(20, 620, 2000)  # at step 20 of 2000: the rest in 600 steps
+            >>> clock.at(620)
+            2000.0
+        """
+        now = self.at(step)
+        if total <= step or now >= length:
+            return
+        scale = (length - now) / (total - step)
+        self.scale.assign(scale)
+        self.offset.assign(now - scale * step)
+
+
+@contextlib.contextmanager
+def _stretched_schedule(clock: _ScheduleClock):
+    """OD API runtime patch (``--time``): while active, ``optimizer_builder.build`` builds
+    the learning-rate schedule on ``clock``'s step instead of the step variable (the
+    optimizer and its step are otherwise the OD API's own). Entered before
+    :meth:`runtime.Captured.hooks`, which then still records the real step variable."""
+    from object_detection import model_lib_v2
+
+    build = model_lib_v2.optimizer_builder.build
+
+    def build_on_clock(config, global_step=None):
+        if global_step is not None:
+            global_step = _StretchedStep(global_step, clock)
+        return build(config, global_step=global_step)
+
+    model_lib_v2.optimizer_builder.build = build_on_clock
+    try:
+        yield
+    finally:
+        model_lib_v2.optimizer_builder.build = build
+
+
+class _TimedLoop(runtime.LoopPatch):
+    """:class:`runtime.LoopPatch` whose total follows a deadline (module docstring):
+    the first call runs one step (it builds the graph), the next :data:`PROBE_STEPS`;
+    after each later call the total is the step plus the steps that fit until the
+    deadline at the rate measured since the first call, and the schedule of ``length``
+    steps is stretched to end there. The loop's ``train_steps`` is :data:`LIMIT`."""
+
+    LIMIT = 10 ** 9  # upstream's range(step, train_steps, 1) must outlast any total
+
+    def __init__(self, t0: float, budget: float, length: int, every: int,
+                 clock: _ScheduleClock):
+        super().__init__(length, every)
+        self.t0, self.deadline, self.length, self.clock = t0, t0 + budget, length, clock
+        self.mark: tuple[int, float] | None = None  # (step, time) after the first call
+        self.rate = 0.0
+        self.plans: list[tuple[int, int]] = []  # (at step, total planned)
+
+    def arguments(self, start: int, captured, save) -> dict:
+        self.total, self.mark = start + 1, None  # one step: the call that builds the graph
+        return super().arguments(start, captured, save)
+
+    def after_call(self) -> None:
+        step, now = self.captured.step(), time.time()
+        if self.mark is None:  # graph built: measure from here
+            self.mark = (step, now)
+            self.total = step + (PROBE_STEPS if now < self.deadline else 0)
+        else:
+            self.rate = (step - self.mark[0]) / max(1e-9, now - self.mark[1])
+            self.total = step + max(0, int((self.deadline - now) * self.rate))
+            self.clock.stretch(step, self.total, self.length)
+            if not self.plans:
+                log.info("train: %.2f steps/s after the first %d steps: %d steps fit in the "
+                         "time left, the schedule of %d steps stretched to end there",
+                         self.rate, step - self.mark[0], self.total, self.length)
+            self.plans.append((step, self.total))
+        super().after_call()
+
+    def summary(self, budget: float, seconds: float, step: int) -> dict:
+        return {"seconds": budget, "trained_seconds": round(seconds, 1), "steps": step,
+                "graph_seconds": round(self.mark[1] - self.t0, 1) if self.mark else None,
+                "steps_per_sec": round(self.rate, 3), "schedule_length": self.length,
+                "first_plan": self.plans[0][1] if self.plans else None}
+
+
 def _one_pass(config: Path, run: RunDir, configs: dict, patch, start: int, total: int,
-              strat, max_to_keep: int) -> tuple[runtime.Captured, str, Exception | None]:
+              strat, max_to_keep: int, clock: _ScheduleClock | None = None
+              ) -> tuple[runtime.Captured, str, Exception | None]:
     """``model_lib_v2.train_loop`` from ``start`` to ``total`` (or an interruption);
     returns the captured loop objects, the status and an out-of-memory error, if any."""
     import tensorflow as tf
 
-    captured = runtime.Captured(configs["train_config"])
+    captured = runtime.Captured(configs["train_config"], configs)
     loop_args = patch.arguments(start, captured, functools.partial(
         captured.save, run.root, strat, max_to_keep))
-    progress = _Progress(captured, start, total)
+    progress = _Progress(captured, start, (lambda: patch.total) if clock else total)
     status, oom = "finished", None
     try:
         from object_detection import model_lib_v2  # loaded by _train_loop already
 
-        with captured.hooks(), runtime.odapi_without_autograph():
+        stretched = _stretched_schedule(clock) if clock else contextlib.nullcontext()
+        with stretched, captured.hooks(), runtime.odapi_without_autograph():
             progress.start()
             try:
                 model_lib_v2.train_loop(
                     pipeline_config_path=str(config), model_dir=str(run.root),
-                    train_steps=total, use_tpu=False, checkpoint_max_to_keep=max_to_keep,
+                    train_steps=_TimedLoop.LIMIT if clock else total, use_tpu=False,
+                    checkpoint_max_to_keep=max_to_keep,
                     record_summaries=True, **loop_args)
-            except runtime.Finished:  # upstream's own clean-up, skipped by the exception
+            except runtime.Finished as done:  # upstream's clean-up, skipped by the exception
                 model_lib_v2.clean_temporary_directories(
                     strat, model_lib_v2.get_filepath(strat, str(run.train_dir)))
+                _LOOP_LEFTOVERS.append(done)  # its frames hold the input iterator
     except KeyboardInterrupt:
         status = "interrupted"
         log.warning("train: interrupted at step %d; saving a checkpoint", captured.step())
@@ -231,28 +416,32 @@ def _one_pass(config: Path, run: RunDir, configs: dict, patch, start: int, total
 
 
 def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint_every: int,
-                strat, max_to_keep: int, auto_batch: bool) -> dict:
+                strat, max_to_keep: int, auto_batch: bool, budget: float | None = None) -> dict:
     """Training passes until ``total`` steps: more than one only when ``auto_batch`` halves
     the batch after running out of memory (from the last checkpoint). Returns what the
-    run summary needs, the last checkpoint saved."""
+    run summary needs, the last checkpoint saved. With ``budget`` (seconds from here),
+    until the budget ends instead; ``total`` is then the length of the schedule."""
     # imported whole before Ctrl-C is turned into KeyboardInterrupt: an import interrupted
     # half-way leaves half-loaded modules behind, and the final save needs them
     from object_detection import model_lib_v2  # noqa: F401
 
-    patch = runtime.LoopPatch(total, checkpoint_every)  # its variables outside strat.scope()
+    t0 = time.time()
+    clock = _ScheduleClock() if budget else None  # variables outside strat.scope(), too
+    patch = (_TimedLoop(t0, budget, total, checkpoint_every, clock) if budget else
+             runtime.LoopPatch(total, checkpoint_every))  # its variables outside strat.scope()
     start = first = latest_step(run.root)
     batch = int(configs["train_config"].batch_size)
     changes = []
-    t0 = time.time()
     with _interrupt_as_keyboard_interrupt(), strat.scope():
         while True:
             try:  # (a Ctrl-C can land while this line is still being logged)
-                log.info("train: %s -> %s, steps %d..%d (up to %d per call), checkpoint "
+                log.info("train: %s -> %s, steps %d..%s (up to %d per call), checkpoint "
                          "every %d, batch %d, strategy %s, %d replica(s)", config, run.root,
-                         start, total, runtime.CHUNK_CAP, checkpoint_every, batch,
+                         start, f"the end of {budget:.0f}s" if budget else total,
+                         runtime.CHUNK_CAP, checkpoint_every, batch,
                          type(strat).__name__, strat.num_replicas_in_sync)
                 captured, status, oom = _one_pass(config, run, configs, patch, start, total,
-                                                  strat, max_to_keep)
+                                                  strat, max_to_keep, clock)
             except KeyboardInterrupt:  # before _one_pass's own handler was reached
                 log.warning("train: interrupted at step %d", start)
                 captured, status, oom = runtime.Captured(), "interrupted", None
@@ -261,13 +450,16 @@ def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint
             if not auto_batch or batch <= 1:
                 raise _oom_error(oom, captured.step(), config, batch) from None
             old, batch = halve_batch(config)
-            configs = load_configs(config)  # re-read only after the batch changed
+            configs = {**load_configs(config),  # re-read only after the batch changed
+                       **{k: v for k, v in configs.items() if k.startswith("tfod_")}}
             start = latest_step(run.root)
             changes.append({"step": start, "from": old, "to": batch})
             log.warning("train: out of memory at step %d with batch size %d; --auto-batch: "
                         "batch size %d (learning rates x%.3g) from the checkpoint of step %d",
                         captured.step(), old, batch, batch / old, start)
+        trained = time.time() - t0  # to the last step
         checkpoint = _final_checkpoint(captured, run, strat, max_to_keep)
+        _drop_loop_leftovers()
     seconds = time.time() - t0
     step = captured.step() or start  # 0 also when interrupted before the loop restored it
     result = {"run_dir": str(run.root), "step": step, "checkpoint": checkpoint,
@@ -275,7 +467,26 @@ def _train_loop(config: Path, run: RunDir, configs: dict, total: int, checkpoint
               "steps_per_sec": (step - first) / seconds if seconds else 0.0}
     if changes:
         result["batch_size_changes"] = changes
+    if budget:
+        result["time_budget"] = patch.summary(budget, trained, step)
     return result
+
+
+#: what an ended ``train_loop`` leaves (the exception that ended it, whose frames hold the
+#: loop's ``tf.data`` iterator), dropped by :func:`_drop_loop_leftovers`
+_LOOP_LEFTOVERS: list = []
+
+
+def _drop_loop_leftovers() -> None:
+    """Free the ended loop's input iterator in a daemon thread. Destroying a ``tf.data``
+    iterator waits for its autotuning thread, which sleeps between its rounds for up to a
+    minute in a long run (measured: 7 to 60 s after the last step on a 640 px dataset);
+    the run is done by then, so it need not wait."""
+    leftovers = list(_LOOP_LEFTOVERS)
+    _LOOP_LEFTOVERS.clear()
+    if leftovers:
+        threading.Thread(target=leftovers.clear, name="tfod-input-teardown",
+                         daemon=True).start()
 
 
 def _final_checkpoint(captured: runtime.Captured, run: RunDir, strat,
@@ -309,7 +520,8 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
           checkpoint_every: int = 1000, max_to_keep: int = 5, resume: bool = False,
           seed: int | None = 0, strategy: str = "auto", auto_batch: bool = False,
           early_stop: int | None = None, argv: list[str] | None = None, *,
-          threads: str | None = "auto") -> dict:
+          threads: str | None = "auto", time_budget: float | str | None = None,
+          qat_per_tensor: bool = False) -> dict:
     """Train a model from a pipeline config into a run folder.
 
     Stops at exactly ``num_steps`` (from the config unless given) and always
@@ -325,6 +537,14 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
     ``threads``: TensorFlow's CPU thread pools, ``auto`` (one thread per op, one op per
     core: 1.5x faster steps for the small models on 2 cores), ``tf`` (TensorFlow's
     defaults) or ``INTRA,INTER``; see :func:`tfod.distribute.configure_threads`.
+    ``time_budget`` (seconds, or ``"90s"``, ``"10m"``, ``"1h"``) trains until the budget
+    ends instead, counted from the start of the loop (graph building included) to the
+    last step: the steps are planned from the step time measured after the first call,
+    the learning-rate schedule written for ``num_steps`` is stretched to them, and the
+    run's ``pipeline.config`` gets the steps that ran (``train_summary.json``:
+    ``time_budget``). Not with ``resume``, ``early_stop`` or ``multi-worker``.
+    A config with a ``graph_rewriter.quantization`` block trains quantization-aware
+    (:mod:`tfod.compat.qat`), weights per channel, or per tensor with ``qat_per_tensor``.
     The run folder gets the config and label map it trained with, ``train.log``,
     the command line, package versions and ``train_summary.json``.
 
@@ -332,7 +552,10 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
         >>> result = train("runs/demo/pipeline.config", run="demo", num_steps=600)
         >>> result["step"]
         600
+        >>> train("runs/demo/pipeline.config", run="demo10m", time_budget="10m")["step"]
+        4180
     """
+    budget = _check_budget(time_budget, resume, early_stop, strategy)
     if early_stop:
         return _train_with_early_stop(
             config, early_stop, run=run, runs_root=runs_root, run_dir=run_dir,
@@ -345,6 +568,7 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
     pools = configure_threads(threads)
     strat = make_strategy(strategy) if strategy == "multi-worker" else None
     configs = load_configs(config)  # parsed once, handed to every step
+    configs["tfod_qat_per_channel"] = not qat_per_tensor  # read by compat.qat
     check_configs(configs, config, scope="train")
     chief = strat is None or strat.extended.should_checkpoint
     out = _claim_run(config, run, runs_root, run_dir, resume, chief)
@@ -369,7 +593,11 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
             check_input_files(configs, num_workers(), resolved)
         strat = strat or make_strategy(strategy)
         result = _train_loop(resolved, out, configs, total, checkpoint_every, strat,
-                             max_to_keep, auto_batch)
+                             max_to_keep, auto_batch, budget)
+        if budget:
+            total = result["step"]
+            if chief and result["step"] > start:
+                _record_steps(out, result["step"])
         if chief:
             _after_training(out, result)
         log.info("train: %s at step %d/%d in %.0fs (%.2f steps/s); checkpoint %s",
@@ -378,6 +606,30 @@ def train(config: str | Path, run: str | None = None, runs_root: str | Path = "r
         if result["status"] == "interrupted":
             raise KeyboardInterrupt
         return result
+
+
+def _check_budget(time_budget, resume: bool, early_stop, strategy: str) -> float | None:
+    """Seconds of ``--time`` (None without one); refused with what it cannot follow."""
+    if time_budget is None:
+        return None
+    seconds = parse_duration(time_budget)
+    clash = ("--resume" if resume else "--early-stop" if early_stop else
+             "--strategy multi-worker" if strategy == "multi-worker" else None)
+    if clash:
+        raise TrainError(f"--time cannot be combined with {clash}", where="--time",
+                         fix="train to a time budget in a new run, on one worker, or give "
+                             "--steps N (train_summary.json of a --time run has its steps)")
+    return seconds
+
+
+def _record_steps(run: RunDir, steps: int) -> None:
+    """The run's ``pipeline.config`` with the steps a ``--time`` run ran, its schedule
+    scaled to them (as the schedule was stretched while it ran)."""
+    from tfod.config import set_steps
+
+    configs = load_configs(run.config)
+    set_steps(configs, steps)
+    save_configs(configs, run.config)
 
 
 def _train_with_early_stop(config: str | Path, patience: int, **kwargs) -> dict:

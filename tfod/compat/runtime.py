@@ -203,11 +203,12 @@ class LoopPatch:
 class Captured:
     """The objects ``train_loop`` builds, recorded through its builder hooks."""
 
-    def __init__(self, train_config=None):
+    def __init__(self, train_config=None, configs: dict | None = None):
         self.model = None
         self.optimizer = None
         self.global_step = None
         self.train_config = train_config
+        self.configs = configs  # for quantization-aware training (compat.qat)
 
     @contextlib.contextmanager
     def hooks(self):
@@ -223,6 +224,10 @@ class Captured:
 
         def model_fn(*args, **kwargs):
             self.model = build_model(*args, **kwargs)
+            if self.configs is not None:
+                from tfod.compat import qat
+
+                qat.install_from(self.model, self.configs)
             if self.train_config is not None:
                 self.model = freeze_model(self.model, self.train_config)
             return self.model
@@ -237,6 +242,8 @@ class Captured:
 
         def optimizer_fn(config, global_step=None):
             self.global_step = global_step
+            if getattr(self.model, "_tfod_qat", None) is not None:  # QAT follows the step
+                self.model._tfod_qat.global_step = global_step
             self.optimizer, extra = build_optimizer(config, global_step=global_step)
             return self.optimizer, extra
 

@@ -83,7 +83,8 @@ def patch_pipeline(template: str | Path, out_path: str | Path, *,
                    augment: str | Sequence[str] | None = None,
                    quantize: str | dict | None = None,
                    freeze: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> Path:
+                   overrides: dict[str, Any] | None = None,
+                   fit_data: bool = False, max_size: int | None = None) -> Path:
     """Write a patched copy of a template or config, and ``<out>.diff`` against it.
 
     ``num_classes`` defaults to the number of classes in ``label_map``. Input
@@ -91,8 +92,13 @@ def patch_pipeline(template: str | Path, out_path: str | Path, *,
     replaced, not appended to). ``scale_lr`` multiplies every learning rate of
     the schedule by new/old batch size. The fine-tune checkpoint's type is read
     from its variables unless given. ``quantize`` writes a ``graph_rewriter``
-    block (the TF2 training loop does not apply it; int8 comes from export).
+    block: quantization-aware training from its ``delay`` (:mod:`tfod.compat.qat`).
     ``freeze="feature_extractor"`` trains only the box predictor (:func:`set_freeze`).
+    ``fit_data`` chooses the input size (up to ``max_size``, 640 by default; an
+    ``image_size`` given is kept) and the anchors from the training boxes
+    (:func:`tfod.config.fitting.fit_data`; ``overrides`` still win). The training boxes
+    are compared with the anchors of the written config, and what does not fit is logged
+    as warnings (as ``tfod config --check`` reports it).
 
     Example:
         >>> patch_pipeline("ssd_mobilenet_v2_tiny", "runs/demo/pipeline.config",
@@ -118,16 +124,27 @@ def patch_pipeline(template: str | Path, out_path: str | Path, *,
             configs["train_config"].data_augmentation_options.extend(steps)
         if quantize is not None:
             configs["graph_rewriter_config"] = parse_quantize(quantize)
-            log.warning("config: wrote graph_rewriter.quantization, but the TF2 training loop "
-                        "does not apply it (it is TF1 quantization-aware training); an int8 "
-                        "model comes from `tfod export --formats tflite_int8`")
+            quantization = configs["graph_rewriter_config"].quantization
+            log.info("config: quantization-aware training from step %d (%d-bit weights, "
+                     "%d-bit activations); `tfod export --formats tflite_int8` then uses "
+                     "its learned ranges", quantization.delay, quantization.weight_bits or 8,
+                     quantization.activation_bits or 8)
         if freeze is not None:
             set_freeze(configs, freeze)
+        if fit_data:
+            from tfod.config import fitting
+
+            fitting.fit_data(configs, max_size or fitting.DEFAULT_MAX_SIZE,
+                             keep_size=image_size is not None)
         for key, value in (overrides or {}).items():
             set_dotted(configs, key, value)
         path = save_configs(configs, out_path)
         diff_path = write_diff(before, config_text(configs), path, source)
         log.info("config: wrote %s from %s; changes in %s", path, source, diff_path)
+        from tfod.config.validate import check_data  # validate imports this module
+
+        for finding in check_data(configs):
+            log.warning("config: %s", finding)
     return path
 
 

@@ -26,7 +26,10 @@ def set_steps(configs: dict, num_steps: int) -> None:
     train_config.num_steps = num_steps
     _, kind, lr = lr_schedule(train_config)
     if kind == "cosine_decay_learning_rate":
-        old_total = lr.total_steps or old_steps or num_steps
+        # an unset total_steps reads as the proto's default (4,000,000), not as the
+        # length the schedule was written for: then num_steps is that length
+        old_total = (lr.total_steps if lr.HasField("total_steps") else 0) or old_steps \
+            or num_steps
         scale = num_steps / old_total
         lr.total_steps = num_steps
         if lr.warmup_steps:

@@ -5,7 +5,9 @@ fix), cheap checks first; :func:`check_pipeline` raises them together as one
 ConfigError. The checks are scoped to the stage that reads the config: ``train`` checks
 everything; ``eval`` and ``export`` skip what only training reads (the fine-tune
 checkpoint, the training records, the schedule), so a finished run still evaluates and
-exports after its pretrained checkpoint was deleted.
+exports after its pretrained checkpoint was deleted. For training, the boxes of the
+prepared dataset are compared with the model's anchors last (:func:`check_data`,
+warnings only).
 """
 
 from __future__ import annotations
@@ -343,14 +345,40 @@ def find_problems(path: str | Path, scope: str = "train",
         findings.append(Finding("use_bfloat16 is true but this machine has no TPU (bfloat16 "
                                 "training is slow or unsupported on CPU/GPU)",
                                 "train_config.use_bfloat16", "set use_bfloat16: false"))
-    if "graph_rewriter_config" in configs:
-        findings.append(Finding(
-            "graph_rewriter.quantization is not applied by the TF2 training loop",
-            "graph_rewriter", "train in float; make int8 with `tfod export --formats "
-            "tflite_int8`", error=False))
+    findings += _quantization_findings(configs)
     if not any(f.error for f in findings):
         findings += _slow_findings(configs)
-    return findings
+    return findings + check_data(configs)
+
+
+def _quantization_findings(configs: dict) -> list[Finding]:
+    """A ``graph_rewriter.quantization`` block is quantization-aware training
+    (:mod:`tfod.compat.qat`): refused for a model it does not support."""
+    from tfod.compat import qat
+
+    rewriter = configs.get("graph_rewriter_config")
+    if rewriter is None or not rewriter.HasField("quantization"):
+        return []
+    why = qat.unsupported(configs["model"])
+    if why is None:
+        return []
+    return [Finding(f"quantization-aware training does not support the {why}",
+                    "graph_rewriter.quantization",
+                    f"use an SSD with a feature extractor of {', '.join(qat.SUPPORTED)}, or "
+                    "remove the block (int8 export then uses post-training quantization)")]
+
+
+def check_data(configs: dict) -> list[Finding]:
+    """:func:`tfod.config.anchors.data_findings`: warnings only, so a dataset whose
+    statistics cannot be read costs a warning, never the check."""
+    from tfod.config.anchors import data_findings
+
+    try:
+        return data_findings(configs)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return [Finding(f"the training boxes could not be compared with the anchors "
+                        f"({type(exc).__name__}: {exc})", "train_input_reader",
+                        "re-run `tfod prepare` to rewrite stats.json", error=False)]
 
 
 def check_configs(configs: dict, path: str | Path, scope: str = "train") -> list[str]:

@@ -3,6 +3,10 @@
 Box size classes follow COCO (area in pixels of the original image: small
 < 32², medium < 96², large otherwise), so they read the same as the
 APs/APm/APl lines of the COCO metrics later.
+
+``box_shapes`` holds every box's shape per split and class as a sparse histogram, so that
+``tfod config --check`` / ``--fit-data`` can resize the boxes as a config's image resizer
+would and compare them with its anchors (:func:`box_shape_table` reads it back).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ log = logging.getLogger(__name__)
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
 #: aspect-ratio (width / height) bin edges for the histogram and stats.json
 ASPECT_EDGES = (0.25, 0.5, 0.8, 1.25, 2.0, 4.0)
+#: ``box_shapes`` bins per octave: a cell spans a factor 2**(1/16) (4.4%) in each of
+#: box width / image width, box height / image height and image width / height
+SHAPE_BINS_PER_OCTAVE = 16
+
+
+def _shape_bin(value: float) -> int:
+    """Cell index of a positive ratio: cell ``i`` holds [2**(i/16), 2**((i+1)/16))."""
+    return math.floor(math.log2(value) * SHAPE_BINS_PER_OCTAVE)
 
 
 def _aspect_bin(ratio: float) -> str:
@@ -54,7 +66,9 @@ def dataset_stats(splits: dict[str, Sequence[Record]], classes: Sequence[str]) -
     aspects: Counter = Counter()
     sides: list[float] = []
     relative: list[float] = []
+    shapes: dict = {}
     for split, records in splits.items():
+        cells: dict[str, Counter] = {}
         per_class = {c: {"images": 0, "boxes": 0} for c in classes}
         size_classes = Counter({"small": 0, "medium": 0, "large": 0})
         negatives = boxes = 0
@@ -73,9 +87,15 @@ def dataset_stats(splits: dict[str, Sequence[Record]], classes: Sequence[str]) -
                 aspects[_aspect_bin(w / h)] += 1
                 sides.append(math.sqrt(area))
                 relative.append(math.sqrt(area / max(1, record.width * record.height)))
+                if w > 0 and h > 0 and record.width > 0 and record.height > 0:
+                    cells.setdefault(box.name, Counter())[(
+                        _shape_bin(w / record.width), _shape_bin(h / record.height),
+                        _shape_bin(record.width / record.height))] += 1
         out["splits"][split] = {"images": len(records), "negatives": negatives,
                                 "boxes": boxes, "per_class": per_class,
                                 "box_sizes": dict(size_classes)}
+        shapes[split] = {name: [[*cell, n] for cell, n in sorted(counter.items())]
+                         for name, counter in sorted(cells.items())}
     widths = sorted(w for (w, _), n in sizes.items() for _ in range(n))
     heights = sorted(h for (_, h), n in sizes.items() for _ in range(n))
     out["image_sizes"] = {
@@ -86,10 +106,38 @@ def dataset_stats(splits: dict[str, Sequence[Record]], classes: Sequence[str]) -
     out["aspect_ratios"] = {k: aspects[k] for k in _aspect_order() if aspects[k]}
     out["box_side_pixels"] = _quantiles(sides)  # sqrt(area)
     out["box_side_relative"] = _quantiles(relative)  # sqrt(area / image area)
+    out["box_shapes"] = {
+        "bins_per_octave": SHAPE_BINS_PER_OCTAVE,
+        "cell": "[floor(16*log2(box w / image w)), floor(16*log2(box h / image h)), "
+                "floor(16*log2(image w / image h)), boxes]",
+        "splits": shapes}
     missing = {s: [c for c in classes if not v["per_class"].get(c, {}).get("boxes")]
                for s, v in out["splits"].items()}
     out["classes_missing"] = {s: m for s, m in missing.items() if m}
     return out
+
+
+def box_shape_table(stats: dict, split: str = "train") -> dict[str, list[tuple]] | None:
+    """Box shapes of one split per class, from ``stats["box_shapes"]``: a list of
+    ``(box w / image w, box h / image h, image w / image h, boxes)`` with each ratio at
+    its cell's centre (within 2.2% of the true value). None when the stats were written
+    by a tfod without ``box_shapes`` (re-run ``tfod prepare``); classes without boxes in
+    the split are left out.
+
+    Example:
+        >>> box_shape_table(json.loads(Path("data/pets/stats.json").read_text()))["cat"][0]
+        (0.0314, 0.0442, 1.3335, 4)
+    """
+    table = stats.get("box_shapes")
+    if not isinstance(table, dict) or "splits" not in table:
+        return None
+    per_octave = float(table.get("bins_per_octave", SHAPE_BINS_PER_OCTAVE))
+
+    def centre(i: int) -> float:
+        return 2.0 ** ((i + 0.5) / per_octave)
+
+    return {name: [(centre(i), centre(j), centre(k), int(n)) for i, j, k, n in cells]
+            for name, cells in table["splits"].get(split, {}).items() if cells}
 
 
 def _aspect_order() -> list[str]:

@@ -36,9 +36,10 @@ from typing import Sequence
 from tfod.config import check_configs, image_size, load_configs, meta_architecture
 from tfod.config.templates import TFLITE_ARCHS
 from tfod.errors import ExportError
-from tfod.exporter.formats import (INPUT_TYPES, calibration_images, check_input_type,
-                                   check_tflite_arch, export_frozen_graph, export_saved_model,
-                                   export_tflite)
+from tfod.exporter.formats import (INPUT_TYPES, INT8_VARIANTS, calibration_images,
+                                   check_input_type, check_tflite_arch, export_frozen_graph,
+                                   export_saved_model, export_tflite, quantization_of,
+                                   trace_groups, write_tf_formats)
 from tfod.exporter import lanes
 from tfod.exporter.scoring import (INT8_TOLERANCE, _fmt, _latency_ms, _max_total_detections,
                                    _report, _report_markdown, _size, _tf_threads,
@@ -54,7 +55,10 @@ log = logging.getLogger(__name__)
 
 #: format name -> TFLite variant (None: not a TFLite file)
 FORMATS = {"saved_model": None, "frozen_graph": None, "tflite": "float32",
-           "tflite_fp16": "float16", "tflite_dynamic": "dynamic", "tflite_int8": "int8"}
+           "tflite_fp16": "float16", "tflite_dynamic": "dynamic", "tflite_int8": "int8",
+           "tflite_int8_per_tensor": "int8_per_tensor", "tflite_edgetpu": "edgetpu"}
+#: formats ``all`` leaves out: int8 variants for particular hardware, asked for by name
+ON_REQUEST = ("tflite_int8_per_tensor", "tflite_edgetpu")
 ALIASES = {"tflite_float32": "tflite", "tflite_float16": "tflite_fp16"}
 
 
@@ -84,7 +88,8 @@ def _expand_formats(names: list[str], configs: dict, config: Path) -> list[str]:
     tflite_ok = meta_architecture(configs) in TFLITE_ARCHS
     wanted = []
     for name in names:
-        wanted += ([f for f, v in FORMATS.items() if v is None or tflite_ok]
+        wanted += ([f for f, v in FORMATS.items()
+                    if (v is None or tflite_ok) and f not in ON_REQUEST]
                    if name == "all" else [name])
     if any(FORMATS[f] for f in wanted):
         check_tflite_arch(configs, str(config))
@@ -98,11 +103,10 @@ def _label_map_path(configs: dict, run: RunDir) -> str | None:
     return label_map if Path(label_map).is_file() else None
 
 
-def _write_side_files(configs: dict, config: Path, run: RunDir, out: ExportDir) -> None:
+def _write_side_files(config: Path, label_map: str | None, out: ExportDir) -> None:
     from tfod.data.labelmap import read_label_map
 
     shutil.copy(config, out.config)
-    label_map = _label_map_path(configs, run)
     if label_map:
         shutil.copy(label_map, out.label_map)
         out.labels.write_text("\n".join(read_label_map(label_map)) + "\n")
@@ -141,12 +145,8 @@ def _write_artefacts(configs: dict, checkpoint: str, out: ExportDir, formats: li
     artefacts: dict[str, Path] = {}
     if "saved_model" in formats or "frozen_graph" in formats:
         with tempfile.TemporaryDirectory(dir=out.root, prefix=".partial-") as t:
-            target = out.root if "saved_model" in formats else Path(t)
-            saved = export_saved_model(configs, checkpoint, target, input_type)
-            if "saved_model" in formats:
-                artefacts["saved_model"] = saved
-            if "frozen_graph" in formats:
-                artefacts["frozen_graph"] = export_frozen_graph(saved, out.root)
+            artefacts.update(write_tf_formats(configs, checkpoint, out.root, formats,
+                                              input_type, Path(t)))
     variants = [FORMATS[f] for f in formats if FORMATS[f]]
     if variants:
         written = export_tflite(configs, checkpoint, out.root, max_detections, variants,
@@ -165,8 +165,9 @@ def _measure(name: str, path: Path, configs: dict, label_map: str | None, evalua
            "threads": threads if detector.kind == "tflite" else _tf_threads(),
            "max_detections": max_detections if FORMATS[name]
            else _max_total_detections(configs)}
-    if name == "tflite_int8":
+    if FORMATS[name] in INT8_VARIANTS:
         row["calibration_images"] = detector.meta.get("calibration_images")
+        row["quantization"] = detector.meta.get("quantization")
     if evaluate:
         metrics = evaluate_detector(detector, configs, label_map)
         row.update({"mAP": metrics[MAP], "mAP@.5": metrics[MAP50],
@@ -225,7 +226,8 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
                                   max_detections, threads)
 
         variants = [FORMATS[f] for f in formats if FORMATS[f]]
-        if lanes.use_lanes(variants, any(not FORMATS[f] for f in formats)):
+        one_trace = len(trace_groups(variants, quantization_of(checkpoint))) == 1
+        if one_trace and lanes.use_lanes(variants, any(not FORMATS[f] for f in formats)):
             artefacts = lanes.write_artefacts(configs, config, checkpoint, out, formats,
                                               FORMATS, input_type, max_detections,
                                               calibration_images, ready)
@@ -234,7 +236,7 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
                                          max_detections, calibration_images)
             for name, path in artefacts.items():
                 ready(name, path)
-        _write_side_files(configs, config, run, out)
+        _write_side_files(config, label_map, out)
         export_seconds = time.time() - t0
         rows = {name: rows[name] for name in artefacts}
         report = _report(rows, configs, run, checkpoint, evaluate, evaluate_checkpoint,

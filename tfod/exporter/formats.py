@@ -23,7 +23,7 @@ import numpy as np
 
 from tfod.config.templates import (TFLITE_ARCHS, image_size, load_configs,
                                    meta_architecture)
-from tfod.compat import runtime
+from tfod.compat import qat, runtime
 from tfod.errors import ExportError
 from tfod.exporter.records import _decoded_records, _record_files
 from tfod.files import write_text_atomic
@@ -82,10 +82,12 @@ def export_saved_model(config: str | Path | dict, checkpoint: str, out_dir: str 
     check_input_type(input_type)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    proto = config_util.create_pipeline_proto_from_configs(_configs(config))
+    configs = _configs(config)
+    proto = config_util.create_pipeline_proto_from_configs(configs)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as t:
         work = Path(t)
-        with runtime.without_layer_traces(), runtime.odapi_without_autograph():
+        with runtime.without_layer_traces(), runtime.odapi_without_autograph(), \
+                qat.building(configs):
             exporter_lib_v2.export_inference_graph(input_type, proto,
                                                    _checkpoint_dir(checkpoint, work),
                                                    str(work / "out"))
@@ -94,6 +96,23 @@ def export_saved_model(config: str | Path | dict, checkpoint: str, out_dir: str 
             shutil.rmtree(final)
         os.replace(work / "out" / "saved_model", final)
     return final
+
+
+def write_tf_formats(configs: dict, checkpoint: str, out_dir: Path, formats: Sequence[str],
+                     input_type: str, work: Path, ready=None) -> dict[str, Path]:
+    """``saved_model`` and/or ``frozen_graph`` (from that SavedModel, kept in ``work`` when it
+    is not asked for) into ``out_dir``; ``ready(name, path)`` as each is complete."""
+    artefacts: dict[str, Path] = {}
+    saved = export_saved_model(configs, checkpoint,
+                               out_dir if "saved_model" in formats else work, input_type)
+    if "saved_model" in formats:
+        artefacts["saved_model"] = saved
+    if "frozen_graph" in formats:
+        artefacts["frozen_graph"] = export_frozen_graph(saved, out_dir)
+    for name, path in artefacts.items():
+        if ready is not None:
+            ready(name, path)
+    return artefacts
 
 
 def export_frozen_graph(saved_model: str | Path, out_dir: str | Path) -> Path:
@@ -172,7 +191,52 @@ def calibration_images(configs: dict, count: int = 100) -> list[np.ndarray]:
     return images
 
 
-def _convert(graph_dir: Path, variant: str, representative=None) -> bytes:
+#: the full-integer variants: uint8 input, int8 kernels, calibrated (or QAT ranges)
+INT8_VARIANTS = ("int8", "int8_per_tensor", "edgetpu")
+
+
+def quantization_of(checkpoint: str) -> dict:
+    """How a checkpoint's int8 file is made: ``{"source": "qat" | "ptq", "weights":
+    "per-channel" | "per-tensor"}``. QAT when the checkpoint was trained with fake
+    quantization switched on (:mod:`tfod.compat.qat` keeps the switch in the checkpoint),
+    with the weight granularity it was trained with."""
+    import tensorflow as tf
+
+    try:
+        names = dict(tf.train.list_variables(checkpoint))
+        active = "model/qat/active/.ATTRIBUTES/VARIABLE_VALUE"
+        if active in names and float(tf.train.load_variable(checkpoint, active)) > 0.5:
+            per_channel = float(tf.train.load_variable(
+                checkpoint, "model/qat/per_channel/.ATTRIBUTES/VARIABLE_VALUE")) > 0.5
+            return {"source": "qat", "weights": "per-channel" if per_channel else "per-tensor"}
+    except (tf.errors.OpError, ValueError):
+        pass
+    return {"source": "ptq", "weights": "per-channel"}
+
+
+def trace_groups(variants: Sequence[str], checkpoint_quantization: dict) -> dict:
+    """The traces an export needs: weights mode -> its variants. One, unless a QAT
+    checkpoint trained per channel is also exported per tensor (its kernels' fake
+    quantization is part of the traced graph)."""
+    per_tensor = [v for v in variants if v in ("int8_per_tensor", "edgetpu")]
+    if checkpoint_quantization["source"] != "qat" or not per_tensor or \
+            checkpoint_quantization["weights"] == "per-tensor":
+        return {"checkpoint": list(variants)}
+    rest = [v for v in variants if v not in per_tensor]
+    return {**({"checkpoint": rest} if rest else {}), "per-tensor": per_tensor}
+
+
+def _int8_plan(variant: str, checkpoint_quantization: dict) -> dict:
+    """The int8 file's quantization: QAT ranges when the checkpoint has them; weights per
+    tensor for ``int8_per_tensor`` and ``edgetpu``, or when QAT trained them so."""
+    per_tensor = variant in ("int8_per_tensor", "edgetpu") or \
+        checkpoint_quantization["weights"] == "per-tensor"
+    return {"source": checkpoint_quantization["source"],
+            "weights": "per-tensor" if per_tensor else "per-channel"}
+
+
+def _convert(graph_dir: Path, variant: str, representative=None,
+             plan: dict | None = None) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(graph_dir))
@@ -181,27 +245,37 @@ def _convert(graph_dir: Path, variant: str, representative=None) -> bytes:
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "int8":
+    elif variant in INT8_VARIANTS:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # a QAT graph carries its activation ranges in FakeQuant ops, which the converter
+        # takes; the representative images calibrate only the tensors QAT did not cover
         converter.representative_dataset = representative
         # integer kernels everywhere they exist; the detection post-processing stays float
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
+        if variant == "edgetpu":  # integer-only builtins; the post-processing op is custom
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
+        if (plan or {}).get("weights") == "per-tensor":
+            # one scale per weight tensor (the converter's own switch for it)
+            converter._experimental_disable_per_channel = True
     return converter.convert()
 
 
 def trace_tflite_graph(configs: dict, checkpoint: str, work: Path,
-                       max_detections: int = 10) -> Path:
+                       max_detections: int = 10, weights: str = "checkpoint") -> Path:
     """The OD API's TFLite-ready graph (``export_tflite_graph_lib_tf2``) of a checkpoint,
     traced once into ``work/tflite_graph``; returns its SavedModel folder. A file
-    ``work/tflite_graph/.traced`` appears when it is complete."""
+    ``work/tflite_graph/.traced`` appears when it is complete. For a QAT checkpoint
+    ``weights`` says how its kernels are fake-quantized in the graph
+    (:func:`tfod.compat.qat.building`)."""
     from object_detection import export_tflite_graph_lib_tf2
     from object_detection.utils import config_util
 
     proto = config_util.create_pipeline_proto_from_configs(configs)
     t0 = time.time()
-    with runtime.without_layer_traces(), runtime.odapi_without_autograph():
+    with runtime.without_layer_traces(), runtime.odapi_without_autograph(), \
+            qat.building(configs, weights):
         export_tflite_graph_lib_tf2.export_tflite_model(
             proto, _checkpoint_dir(checkpoint, work), str(work / "tflite_graph"),
             max_detections, use_regular_nms=False)
@@ -216,15 +290,20 @@ TRACED = ".traced"
 
 def convert_tflite(configs: dict, graph: Path, out_dir: Path, variant: str,
                    max_detections: int, calibration_count: int = 100,
-                   normalisation: tuple[float, float] | None = None) -> tuple[Path, dict]:
+                   normalisation: tuple[float, float] | None = None,
+                   checkpoint_quantization: dict | None = None) -> tuple[Path, dict]:
     """One TFLite variant of a traced graph into ``out_dir`` (atomically); returns the
-    file and its ``tflite.json`` entry (input size, normalisation, dtype).
+    file and its ``tflite.json`` entry (input size, normalisation, dtype; for the int8
+    variants whether it came from QAT or PTQ, see :func:`quantization_of`).
     ``normalisation``: the model's (scale, offset), measured when not given."""
     from tfod.inference import tflite_input
 
     scale, offset = normalisation or _input_normalisation(configs)
     size = image_size(configs)
-    calibration = calibration_images(configs, calibration_count) if variant == "int8" else []
+    int8 = variant in INT8_VARIANTS
+    calibration = calibration_images(configs, calibration_count) if int8 else []
+    plan = _int8_plan(variant, checkpoint_quantization or {"source": "ptq",
+                                                           "weights": "per-channel"})
 
     def representative():
         for image in calibration:
@@ -232,19 +311,51 @@ def convert_tflite(configs: dict, graph: Path, out_dir: Path, variant: str,
 
     t0 = time.time()
     with native_output_to_log(log, f"export: the TFLite converter's output ({variant})"):
-        model_bytes = _convert(graph, variant, representative)
+        model_bytes = _convert(graph, variant, representative, plan if int8 else None)
     final = ExportDir(out_dir).tflite(variant)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     tmp.write_bytes(model_bytes)
     os.replace(tmp, final)
     meta = {"input_size": list(size), "input_scale": scale, "input_offset": offset,
-            "input_dtype": "uint8" if variant == "int8" else "float32",
+            "input_dtype": "uint8" if int8 else "float32",
             "variant": variant, "max_detections": max_detections}
-    if variant == "int8":
+    if int8:
         meta["calibration_images"] = len(calibration)
+        meta["quantization"] = plan
+        log.info("export: %s from %s, weights %s", final.name,
+                 "quantization-aware training (its learned ranges)"
+                 if plan["source"] == "qat" else "post-training quantization (calibrated)",
+                 plan["weights"])
+    if variant == "edgetpu":
+        meta["edgetpu_compiled"] = compile_edgetpu(final)
     log.info("export: %s (%.2f MB) in %.0fs", final.name, len(model_bytes) / 2**20,
              time.time() - t0)
     return final, meta
+
+
+def compile_edgetpu(model: Path) -> bool:
+    """Run Coral's ``edgetpu_compiler`` on ``model`` when it is on PATH (it writes
+    ``<name>_edgetpu.tflite`` and a log beside it); False, with the reason logged, when it
+    is not (it is not installable from the package registries: the model is still made to
+    the Edge TPU's rules, :func:`_convert`'s ``edgetpu`` variant)."""
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        log.warning("export: edgetpu_compiler is not on PATH: %s meets the Edge TPU's "
+                    "requirements (integer-only, uint8 input, static shape, weights per "
+                    "tensor); compile it with `edgetpu_compiler %s` where the compiler is "
+                    "installed", model.name, model.name)
+        return False
+    done = subprocess.run([compiler, "-s", "-o", str(model.parent), str(model)],
+                          capture_output=True, text=True)
+    (model.parent / f"{model.stem}_compiler.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise ExportError(f"edgetpu_compiler failed (exit {done.returncode})",
+                          where=str(model), fix=f"see {model.stem}_compiler.log")
+    log.info("export: edgetpu_compiler wrote %s_edgetpu.tflite", model.stem)
+    return True
 
 
 def write_tflite_meta(out_dir: Path, meta: dict) -> None:
@@ -284,12 +395,15 @@ def export_tflite(config: str | Path | dict, checkpoint: str, out_dir: str | Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, meta = {}, {}
+    quantization = quantization_of(checkpoint)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as t:
-        graph = trace_tflite_graph(configs, checkpoint, Path(t), max_detections)
         normalisation = _input_normalisation(configs)
-        for variant in variants:
-            written[variant], meta[written[variant].name] = convert_tflite(
-                configs, graph, out_dir, variant, max_detections, calibration_images_count,
-                normalisation)
+        for weights, group in trace_groups(variants, quantization).items():
+            graph = trace_tflite_graph(configs, checkpoint, Path(t) / weights,
+                                       max_detections, weights)
+            for variant in group:
+                written[variant], meta[written[variant].name] = convert_tflite(
+                    configs, graph, out_dir, variant, max_detections,
+                    calibration_images_count, normalisation, quantization)
     write_tflite_meta(out_dir, meta)
     return written

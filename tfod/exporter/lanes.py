@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import logging
 import multiprocessing
 import os
@@ -35,8 +36,12 @@ from typing import Callable
 from tfod.distribute import _cores
 from tfod.errors import ExportError
 from tfod.exporter.formats import (TRACED, _input_normalisation, convert_tflite,
-                                   export_frozen_graph, export_saved_model, trace_tflite_graph,
+                                   quantization_of, trace_tflite_graph, write_tf_formats,
                                    write_tflite_meta)
+
+#: the worker writes the model's input normalisation here (in its work folder) before it
+#: traces, so this process reads it instead of building the model a second time
+NORMALISATION = "normalisation.json"
 from tfod.layout import ExportDir
 
 log = logging.getLogger(__name__)
@@ -86,10 +91,14 @@ def _tflite_lane(config: str, checkpoint: str, work: str, out_dir: str, variants
     logger.propagate = False  # sent back, not printed here
     try:
         configs = load_configs(config)
+        normalisation = _input_normalisation(configs)
+        Path(work).mkdir(parents=True, exist_ok=True)
+        (Path(work) / NORMALISATION).write_text(json.dumps(normalisation))
         graph = trace_tflite_graph(configs, checkpoint, Path(work), max_detections)
-        normalisation = _input_normalisation(configs) if variants else None
+        quantization = quantization_of(checkpoint)
         done = {v: convert_tflite(configs, graph, Path(out_dir), v, max_detections,
-                                  calibration_count, normalisation) for v in variants}
+                                  calibration_count, normalisation, quantization)
+                for v in variants}
     except Exception as exc:  # noqa: BLE001  (sent back as text: any error pickles)
         raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
     return {v: (str(p), m) for v, (p, m) in done.items()}, handler.records
@@ -142,24 +151,19 @@ def write_artefacts(configs: dict, config: Path, checkpoint: str, out: ExportDir
                              str(out.root), theirs, max_detections, calibration_count)
         try:
             if tf_formats:
-                saved = export_saved_model(configs, checkpoint,
-                                           out.root if "saved_model" in formats else work,
-                                           input_type)
-                if "saved_model" in formats:
-                    artefacts["saved_model"] = saved
-                    ready("saved_model", saved)
-                if "frozen_graph" in formats:
-                    artefacts["frozen_graph"] = export_frozen_graph(saved, out.root)
-                    ready("frozen_graph", artefacts["frozen_graph"])
+                artefacts.update(write_tf_formats(configs, checkpoint, out.root, formats,
+                                                  input_type, work, ready))
             meta = {}
             if ours:
                 graph = work / "lane" / "tflite_graph"
                 _wait_for_trace(graph, future)
-                normalisation = _input_normalisation(configs)
+                scale, offset = json.loads((work / "lane" / NORMALISATION).read_text())
+                normalisation = (scale, offset)
+                quantization = quantization_of(checkpoint)
                 for variant in ours:
                     path, meta[path.name] = convert_tflite(
                         configs, graph / "saved_model", out.root, variant, max_detections,
-                        calibration_count, normalisation)
+                        calibration_count, normalisation, quantization)
                     artefacts[names[variant]] = path
             done, records = future.result()
         except RuntimeError as exc:
