@@ -26,6 +26,24 @@ tqdm.tqdm.monitor_interval = 0
 TINY_STEPS = 6
 
 
+def dataset_tool(name: str):
+    """One of the OD API's ``dataset_tools`` scripts, imported for its functions. Each defines
+    absl flags when imported, several of the same names (``data_dir``, ``output_path``,
+    ``label_map_path``), and absl refuses a second definition in one process: the tests use
+    the functions, not the flags, so the clashing flags are dropped first."""
+    import importlib
+    import sys
+
+    from absl import flags
+
+    module = f"object_detection.dataset_tools.{name}"
+    if module not in sys.modules:
+        for flag in ("data_dir", "output_path", "label_map_path"):
+            if flag in flags.FLAGS:
+                delattr(flags.FLAGS, flag)
+    return importlib.import_module(module)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A prepared synthetic dataset and a tiny SSD trained TINY_STEPS steps with tfod.training."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATASETS
+from conftest import SHARED_DATASETS, dataset_tool
 from tfod import data
 from tfod.data import prepare
 from tfod.errors import DatasetError
@@ -478,7 +478,7 @@ def test_parity_with_create_pascal_tf_record(voc, tmp_path):
     """Decoded examples equal those of the OD API's own create_pascal_tf_record."""
     import tensorflow as tf
     from lxml import etree
-    from object_detection.dataset_tools import create_pascal_tf_record as peer
+    peer = dataset_tool("create_pascal_tf_record")
     from object_detection.utils import dataset_util, label_map_util
 
     year = _voc_devkit(voc, tmp_path / "VOCdevkit")

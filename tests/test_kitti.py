@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import dataset_tool
 from test_fuzz import FUZZ, _expect_records_or_named_error, fuzz_folder
 from tfod.data.annotations import Report
 from tfod.data.kitti import read_kitti
@@ -88,7 +89,7 @@ def test_records_match_upstream_read_and_filter(tmp_path):
     ``filter_annotations`` (all classes and ``dontcare``) keep: pixels, lower-cased type,
     ``truncated > 0``, ``occluded`` in (1, 2); the DontCare notes count regions and removed
     boxes."""
-    from object_detection.dataset_tools import create_kitti_tf_record as upstream
+    upstream = dataset_tool("create_kitti_tf_record")
 
     root = _kitti(tmp_path / "kitti")
     report = Report()
@@ -142,7 +143,7 @@ def test_tfrecords_match_upstream_converter(tmp_path):
     the same folder (upstream's own layout: ``training/label_2`` and
     ``data_object_image_2/training/image_2``) give the same images, boxes (normalised,
     within 1e-6), class texts, difficult and truncated flags."""
-    from object_detection.dataset_tools import create_kitti_tf_record as upstream
+    upstream = dataset_tool("create_kitti_tf_record")
 
     from tfod.data import prepare_dataset, read_label_map, write_label_map
 

@@ -41,7 +41,9 @@ def test_dataset_and_export_folder_names(tmp_path):
         "export.json", "report.md", "report.json", "saved_model", "frozen_graph.pb",
         "frozen_graph.json", "tflite.json", "label_map.pbtxt", "labels.txt", "pipeline.config"]
     assert out.tflite("int8").name == "model_int8.tflite"
-    assert sorted(ExportDir.TFLITE_FILES) == ["dynamic", "float16", "float32", "int8"]
+    assert sorted(ExportDir.TFLITE_FILES) == ["dynamic", "edgetpu", "float16", "float32",
+                                               "int8", "int8_per_tensor"]
+    assert out.tflite("edgetpu").name == "model_edgetpu.tflite"
 
 
 def test_run_of_a_folder_or_a_config(tmp_path):
