@@ -193,6 +193,10 @@ def calibration_images(configs: dict, count: int = 100) -> list[np.ndarray]:
 
 #: the full-integer variants: uint8 input, int8 kernels, calibrated (or QAT ranges)
 INT8_VARIANTS = ("int8", "int8_per_tensor", "edgetpu")
+#: the int8 variants whose weights have one scale per tensor whatever the checkpoint
+PER_TENSOR_VARIANTS = ("int8_per_tensor", "edgetpu")
+#: a checkpoint not trained with QAT on: post-training quantization
+PTQ = {"source": "ptq", "weights": "per-channel"}
 
 
 def quantization_of(checkpoint: str) -> dict:
@@ -211,14 +215,14 @@ def quantization_of(checkpoint: str) -> dict:
             return {"source": "qat", "weights": "per-channel" if per_channel else "per-tensor"}
     except (tf.errors.OpError, ValueError):
         pass
-    return {"source": "ptq", "weights": "per-channel"}
+    return dict(PTQ)
 
 
 def trace_groups(variants: Sequence[str], checkpoint_quantization: dict) -> dict:
     """The traces an export needs: weights mode -> its variants. One, unless a QAT
     checkpoint trained per channel is also exported per tensor (its kernels' fake
     quantization is part of the traced graph)."""
-    per_tensor = [v for v in variants if v in ("int8_per_tensor", "edgetpu")]
+    per_tensor = [v for v in variants if v in PER_TENSOR_VARIANTS]
     if checkpoint_quantization["source"] != "qat" or not per_tensor or \
             checkpoint_quantization["weights"] == "per-tensor":
         return {"checkpoint": list(variants)}
@@ -229,7 +233,7 @@ def trace_groups(variants: Sequence[str], checkpoint_quantization: dict) -> dict
 def _int8_plan(variant: str, checkpoint_quantization: dict) -> dict:
     """The int8 file's quantization: QAT ranges when the checkpoint has them; weights per
     tensor for ``int8_per_tensor`` and ``edgetpu``, or when QAT trained them so."""
-    per_tensor = variant in ("int8_per_tensor", "edgetpu") or \
+    per_tensor = variant in PER_TENSOR_VARIANTS or \
         checkpoint_quantization["weights"] == "per-tensor"
     return {"source": checkpoint_quantization["source"],
             "weights": "per-tensor" if per_tensor else "per-channel"}
@@ -302,8 +306,7 @@ def convert_tflite(configs: dict, graph: Path, out_dir: Path, variant: str,
     size = image_size(configs)
     int8 = variant in INT8_VARIANTS
     calibration = calibration_images(configs, calibration_count) if int8 else []
-    plan = _int8_plan(variant, checkpoint_quantization or {"source": "ptq",
-                                                           "weights": "per-channel"})
+    plan = _int8_plan(variant, checkpoint_quantization or PTQ)
 
     def representative():
         for image in calibration:
