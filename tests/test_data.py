@@ -620,6 +620,15 @@ def test_merge_from_the_command_line_and_its_errors(voc, tmp_path):
     assert not (tmp_path / "data" / "x").exists()
 
 
+def test_the_cli_formats_are_the_readers():
+    """--format's choices (annotations.FORMATS, kept import-light for `tfod --help`) name
+    exactly the readers, in the same order."""
+    from tfod.data.annotations import FORMATS
+    from tfod.data.readers import READERS
+
+    assert FORMATS == tuple(READERS)
+
+
 def test_a_path_with_a_colon_is_a_path(tmp_path):
     odd = tmp_path / "coco:set"
     odd.mkdir()

@@ -183,8 +183,6 @@ def parse_sources(source, fmt: str) -> list[tuple[str, Path]]:
     """``(format, path)`` of each source: ``source`` is one path or a list of them, each a
     path (read as ``fmt``), ``"<format>:<path>"`` (``coco:ann.json``; a path that exists
     as written is taken as a path) or a ``(format, path)`` pair."""
-    from tfod.data.annotations import FORMATS
-
     items = [source] if isinstance(source, (str, Path)) else list(source)
     if not items:
         raise DatasetError("no source given", where="source", fix="name a dataset to read")
@@ -195,7 +193,7 @@ def parse_sources(source, fmt: str) -> list[tuple[str, Path]]:
             continue
         text = str(item)
         head, sep, rest = text.partition(":")
-        if sep and head in FORMATS and rest and not Path(text).exists():
+        if sep and head in READERS and rest and not Path(text).exists():
             out.append((head, Path(rest)))
         else:
             out.append((fmt, Path(text)))
