@@ -168,9 +168,10 @@ ADDED_FLAGS = {**{c: {"--json"} for c in ("synth", "prepare", "config", "eval", 
                                            "predict", "demo")},
                "train": {"--json", "--threads"}}
 #: issue 15 (Datasets): prepare reads CVAT and LabelMe polygons as boxes on request
-#: and merges several sources, renaming classes; issue 17 (QAT): export --edgetpu
+#: and merges several sources, renaming classes; issue 17 (QAT): export --edgetpu and
+#: --regular-nms (TFLite post-processing as the checkpoint's, for like-for-like mAP)
 ADDED_FLAGS["prepare"] = ADDED_FLAGS["prepare"] | {"--polygons-as-boxes", "--rename"}
-ADDED_FLAGS["export"] = ADDED_FLAGS["export"] | {"--edgetpu"}
+ADDED_FLAGS["export"] = ADDED_FLAGS["export"] | {"--edgetpu", "--regular-nms"}
 ADDED_FLAGS["train"] = ADDED_FLAGS["train"] | {"--qat-per-tensor"}
 #: issue 16 (fit to the data): config --fit-data/--max-size, train --time
 ADDED_FLAGS["config"] = ADDED_FLAGS["config"] | {"--fit-data", "--max-size"}

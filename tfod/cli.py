@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint prefix, 'best' (eval/best.json) or "
                    "'latest' (default)")
     p.add_argument("--max-detections", type=int, default=10, help="TFLite detections")
+    p.add_argument("--regular-nms", action="store_true",
+                   help="TFLite files run per-class NMS like the checkpoint's own "
+                        "post-processing (slower) instead of the fast one-class-per-box NMS")
     p.add_argument("--input-type", default="image_tensor",
                    choices=["image_tensor", "float_image_tensor",
                             "encoded_image_string_tensor", "tf_example"],
@@ -426,7 +429,8 @@ def _export(args):
     return export(args.run, out_dir=args.out, formats=formats,
                   checkpoint=args.checkpoint, max_detections=args.max_detections,
                   input_type=args.input_type, calibration_images=args.calibration_images,
-                  evaluate=not args.no_eval, evaluate_checkpoint=args.eval_checkpoint)
+                  evaluate=not args.no_eval, evaluate_checkpoint=args.eval_checkpoint,
+                  regular_nms=args.regular_nms)
 
 
 def _predict(args):

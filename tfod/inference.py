@@ -165,6 +165,14 @@ class TFLiteDetector(Detector):
             raise ExportError("no input normalisation recorded for this model",
                               where=str(meta_path), fix="re-export with `tfod export`")
         self.meta = meta
+        if meta.get("nms") == "regular" and threads != 1:
+            # TFLite's detection op run with per-class NMS on 2+ threads leaves out the
+            # last class(es) (tensorflow/tensorflow#56058, measured on TF 2.20: mAP 0.69
+            # -> 0.49 on the demo): such a file runs on one thread
+            log.info("predict: %s uses per-class NMS, run on one thread "
+                     "(tensorflow/tensorflow#56058)", path.name)
+            threads = 1
+        self.threads = threads
         self.interpreter = _tflite_interpreter(path, threads)
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]

@@ -140,7 +140,7 @@ def _prepare_export_dir(out: ExportDir) -> None:
 
 def _write_artefacts(configs: dict, checkpoint: str, out: ExportDir, formats: list[str],
                      input_type: str, max_detections: int,
-                     calibration_count: int) -> dict[str, Path]:
+                     calibration_count: int, regular_nms: bool = False) -> dict[str, Path]:
     """Every asked format into the export folder: format name -> file (or folder)."""
     artefacts: dict[str, Path] = {}
     if "saved_model" in formats or "frozen_graph" in formats:
@@ -150,7 +150,7 @@ def _write_artefacts(configs: dict, checkpoint: str, out: ExportDir, formats: li
     variants = [FORMATS[f] for f in formats if FORMATS[f]]
     if variants:
         written = export_tflite(configs, checkpoint, out.root, max_detections, variants,
-                                calibration_count)
+                                calibration_count, regular_nms=regular_nms)
         artefacts.update({name: written[FORMATS[name]] for name in formats if FORMATS[name]})
     return artefacts
 
@@ -162,9 +162,11 @@ def _measure(name: str, path: Path, configs: dict, label_map: str | None, evalua
 
     detector = inference.load_detector(path, threads=threads)
     row = {"path": str(path), "file": path.name, "bytes": _size(path),
-           "threads": threads if detector.kind == "tflite" else _tf_threads(),
+           "threads": detector.threads if detector.kind == "tflite" else _tf_threads(),
            "max_detections": max_detections if FORMATS[name]
            else _max_total_detections(configs)}
+    if detector.kind == "tflite":  # the detection op's NMS
+        row["nms"] = detector.meta.get("nms", "fast")
     if FORMATS[name] in INT8_VARIANTS:
         row["calibration_images"] = detector.meta.get("calibration_images")
         row["quantization"] = detector.meta.get("quantization")
@@ -186,7 +188,8 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
            formats: Sequence[str] | str = ("all",), checkpoint: str | None = None,
            max_detections: int = 10, input_type: str = "image_tensor",
            calibration_images: int = 100, evaluate: bool = True,
-           evaluate_checkpoint: bool = False, threads: int | None = None) -> dict:
+           evaluate_checkpoint: bool = False, threads: int | None = None, *,
+           regular_nms: bool = False) -> dict:
     """Export a run's latest (or given) checkpoint into ``exports/<run>/`` and
     measure every artefact (size, latency; with ``evaluate`` its COCO mAP on the
     val split) into ``report.md`` / ``report.json``.
@@ -196,6 +199,10 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
     checkpoint's mAP comes from the run's ``eval/metrics.json`` when that is of
     the same checkpoint, or is computed when ``evaluate_checkpoint``; otherwise
     differences are against the SavedModel.
+
+    The TFLite files end in TFLite's detection op with at most ``max_detections``
+    boxes, by its fast NMS (each box keeps its best class; the phone default) or, with
+    ``regular_nms``, per-class NMS as the OD API's own post-processing does (slower).
 
     Every artefact appears under its final name only when complete, and
     ``export.json`` is written last: an export folder without it was interrupted
@@ -230,10 +237,10 @@ def export(run_or_config: str | Path, out_dir: str | Path | None = None,
         if one_trace and lanes.use_lanes(variants, any(not FORMATS[f] for f in formats)):
             artefacts = lanes.write_artefacts(configs, config, checkpoint, out, formats,
                                               FORMATS, input_type, max_detections,
-                                              calibration_images, ready)
+                                              calibration_images, ready, regular_nms)
         else:
             artefacts = _write_artefacts(configs, checkpoint, out, formats, input_type,
-                                         max_detections, calibration_images)
+                                         max_detections, calibration_images, regular_nms)
             for name, path in artefacts.items():
                 ready(name, path)
         _write_side_files(config, label_map, out)

@@ -267,7 +267,8 @@ def _convert(graph_dir: Path, variant: str, representative=None,
 
 
 def trace_tflite_graph(configs: dict, checkpoint: str, work: Path,
-                       max_detections: int = 10, weights: str = "checkpoint") -> Path:
+                       max_detections: int = 10, weights: str = "checkpoint",
+                       regular_nms: bool = False) -> Path:
     """The OD API's TFLite-ready graph (``export_tflite_graph_lib_tf2``) of a checkpoint,
     traced once into ``work/tflite_graph``; returns its SavedModel folder. A file
     ``work/tflite_graph/.traced`` appears when it is complete. For a QAT checkpoint
@@ -282,14 +283,22 @@ def trace_tflite_graph(configs: dict, checkpoint: str, work: Path,
             qat.building(configs, weights):
         export_tflite_graph_lib_tf2.export_tflite_model(
             proto, _checkpoint_dir(checkpoint, work), str(work / "tflite_graph"),
-            max_detections, use_regular_nms=False)
-    (work / "tflite_graph" / TRACED).write_text("")
+            max_detections, use_regular_nms=regular_nms)
+    # the mark says how the graph ends: what each file converted from it will do
+    (work / "tflite_graph" / TRACED).write_text(json.dumps(
+        {"max_detections": max_detections, "nms": "regular" if regular_nms else "fast"}))
     log.info("export: TFLite graph traced in %.0fs", time.time() - t0)
     return work / "tflite_graph" / "saved_model"
 
 
-#: written into the traced graph's folder once it is complete
+#: written into the traced graph's folder once it is complete, with its post-processing
 TRACED = ".traced"
+
+
+def _traced(graph: Path) -> dict:
+    """The post-processing a traced graph (its ``saved_model`` folder) was traced with."""
+    mark = Path(graph).parent / TRACED
+    return json.loads(mark.read_text() or "{}") if mark.is_file() else {}
 
 
 def convert_tflite(configs: dict, graph: Path, out_dir: Path, variant: str,
@@ -321,7 +330,9 @@ def convert_tflite(configs: dict, graph: Path, out_dir: Path, variant: str,
     os.replace(tmp, final)
     meta = {"input_size": list(size), "input_scale": scale, "input_offset": offset,
             "input_dtype": "uint8" if int8 else "float32",
-            "variant": variant, "max_detections": max_detections}
+            "variant": variant, "max_detections": max_detections,
+            # the detection op's NMS, as traced (:func:`trace_tflite_graph`)
+            "nms": _traced(graph).get("nms", "fast")}
     if int8:
         meta["calibration_images"] = len(calibration)
         meta["quantization"] = plan
@@ -378,7 +389,8 @@ def check_variants(variants: Sequence[str]) -> None:
 
 def export_tflite(config: str | Path | dict, checkpoint: str, out_dir: str | Path,
                   max_detections: int = 10, variants: Sequence[str] = ("float32",),
-                  calibration_images_count: int = 100) -> dict[str, Path]:
+                  calibration_images_count: int = 100, *,
+                  regular_nms: bool = False) -> dict[str, Path]:
     """TFLite files through ``export_tflite_graph_lib_tf2`` (traced once) and the
     converter (once per variant: ``float32``, ``float16``, ``dynamic``, ``int8``).
 
@@ -403,7 +415,7 @@ def export_tflite(config: str | Path | dict, checkpoint: str, out_dir: str | Pat
         normalisation = _input_normalisation(configs)
         for weights, group in trace_groups(variants, quantization).items():
             graph = trace_tflite_graph(configs, checkpoint, Path(t) / weights,
-                                       max_detections, weights)
+                                       max_detections, weights, regular_nms)
             for variant in group:
                 written[variant], meta[written[variant].name] = convert_tflite(
                     configs, graph, out_dir, variant, max_detections,

@@ -78,7 +78,8 @@ def _worker_init(output: str) -> None:
 
 
 def _tflite_lane(config: str, checkpoint: str, work: str, out_dir: str, variants: list[str],
-                 max_detections: int, calibration_count: int) -> tuple[dict, list[dict]]:
+                 max_detections: int, calibration_count: int,
+                 regular_nms: bool = False) -> tuple[dict, list[dict]]:
     """In the worker: trace, then convert ``variants``; returns {variant: (path, meta)}
     and the log records."""
     import tfod  # noqa: F401  (the compat hook, before the OD API)
@@ -94,7 +95,8 @@ def _tflite_lane(config: str, checkpoint: str, work: str, out_dir: str, variants
         normalisation = _input_normalisation(configs)
         Path(work).mkdir(parents=True, exist_ok=True)
         (Path(work) / NORMALISATION).write_text(json.dumps(normalisation))
-        graph = trace_tflite_graph(configs, checkpoint, Path(work), max_detections)
+        graph = trace_tflite_graph(configs, checkpoint, Path(work), max_detections,
+                                   regular_nms=regular_nms)
         quantization = quantization_of(checkpoint)
         done = {v: convert_tflite(configs, graph, Path(out_dir), v, max_detections,
                                   calibration_count, normalisation, quantization)
@@ -132,7 +134,7 @@ def _wait_for_trace(graph_dir: Path, future) -> None:
 def write_artefacts(configs: dict, config: Path, checkpoint: str, out: ExportDir,
                     formats: list[str], variants_of: dict, input_type: str,
                     max_detections: int, calibration_count: int,
-                    ready: Ready) -> dict[str, Path]:
+                    ready: Ready, regular_nms: bool = False) -> dict[str, Path]:
     """Every asked format into ``out`` in two processes; ``ready(name, path)`` is called
     for each artefact as soon as it is complete. Returns format name -> path."""
     names = {variants_of[f]: f for f in formats if variants_of[f]}
@@ -148,7 +150,8 @@ def write_artefacts(configs: dict, config: Path, checkpoint: str, out: ExportDir
                 initargs=(str(output),)) as pool:
         work = Path(t)
         future = pool.submit(_tflite_lane, str(config), checkpoint, str(work / "lane"),
-                             str(out.root), theirs, max_detections, calibration_count)
+                             str(out.root), theirs, max_detections, calibration_count,
+                             regular_nms)
         try:
             if tf_formats:
                 artefacts.update(write_tf_formats(configs, checkpoint, out.root, formats,

@@ -213,7 +213,8 @@ def _report_markdown(report: dict) -> str:
             f"| {name} | `{row['file']}` | {row['bytes'] / 2**20:.2f} | "
             f"{fmt(row.get('size_vs_float32'), '.2f')} | {fmt(row['latency_ms'], '.1f')} | "
             f"{fmt(row.get('latency_vs_float32'), '.2f')} | {row['threads']} | "
-            f"{row['max_detections']} | {fmt(row.get('mAP'))} | {fmt(row.get('mAP@.5'))} | "
+            f"{row['max_detections']}{' (' + row['nms'] + ' NMS)' if row.get('nms') else ''} | "
+            f"{fmt(row.get('mAP'))} | {fmt(row.get('mAP@.5'))} | "
             f"{fmt(row.get('mAP_diff'), signed=True)} |")
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- **{w}**" for w in report["warnings"]]

@@ -97,6 +97,7 @@ def main() -> None:
                         help="template trained on the synthetic data (default: the tiny one)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    _set_threads(args.threads)  # before anything (dataset preparation too) starts TensorFlow
     work = Path(tempfile.mkdtemp(prefix="tfod-bench-profile-"))
     try:
         config = _config(work, args.template, args.batch_size)
@@ -118,16 +119,21 @@ def _config(work: Path, template: str, batch: int) -> str:
                                           batch_size=batch))
 
 
-def _profile(config: str, args) -> None:
+def _set_threads(threads: str) -> None:
     import tfod  # noqa: F401  (compat hook)
     import tensorflow as tf
-    tf.debugging.disable_traceback_filtering()
 
-    intra, inter = (int(x) for x in args.threads.split(","))
+    intra, inter = (int(x) for x in threads.split(","))
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def _profile(config: str, args) -> None:
+    import tensorflow as tf
+    tf.debugging.disable_traceback_filtering()
+
     from object_detection import inputs, model_lib, model_lib_v2
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.core import standard_fields as fields

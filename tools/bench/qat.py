@@ -12,8 +12,8 @@ branches from that same checkpoint, each a fresh `tfod train --resume` process:
 Every branch is exported by `tfod export --eval-checkpoint` and each file scored on the val
 split by the export's own report (OD API COCO evaluator): the float branch gives the float
 checkpoint's mAP, its float32 TFLite (the same post-processing as the int8 files: TFLite's
-detection op, not the OD API's NMS) and PTQ int8 per channel (`tflite_int8`) and per tensor
-(`tflite_int8_per_tensor`); the QAT branches give their int8 files (learned ranges) and
+detection op, here with per-class NMS as the OD API's, `--regular-nms`) and PTQ int8 per
+channel (`tflite_int8`) and per tensor (`tflite_int8_per_tensor`); the QAT branches give their int8 files (learned ranges) and
 their checkpoints' mAP evaluated with fake quantization on.
 Goals (issue 17): QAT int8 within 1 mAP point of the float checkpoint; where PTQ loses
 >= 3 points, QAT recovers at least half of the loss.
@@ -62,9 +62,10 @@ def _dataset(work: Path, setting: dict) -> Path:
 
 def _export(run: Path, out: Path, formats: str) -> dict:
     # as many detections as the checkpoint's own eval keeps (the config's 20; the export's
-    # default is 10), so the TFLite files and the checkpoint are scored alike
+    # default is 10), and per-class NMS as its post-processing (not TFLite's fast NMS), so
+    # the TFLite files and the checkpoint differ by quantization alone
     _tfod("export", str(run), "--out", str(out), "--formats", formats, "--eval-checkpoint",
-          "--max-detections", "20")
+          "--max-detections", "20", "--regular-nms")
     report = json.loads((out / "report.json").read_text())
     rows = {name: row["mAP"] for name, row in report["artefacts"].items()}
     reference = report.get("reference") or {}
