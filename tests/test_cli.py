@@ -236,3 +236,18 @@ def test_file_only_records_reach_the_stage_log_not_the_terminal(tmp_path):
         assert ("raw 12-line summary" in done.stderr) == verbose
         log_text = (folder / "x.log").read_text()
         assert "for people" in log_text and "raw 12-line summary" in log_text
+
+
+def test_export_flags_reach_the_files(tiny_run, tmp_path, capsys):
+    """``tfod export --edgetpu --regular-nms --max-detections``: the Edge TPU file is written
+    beside the asked formats, and every TFLite file records the NMS and detection count it
+    was traced with. Caught: --edgetpu not adding the format, --regular-nms or
+    --max-detections not passed on (the files fast, 10 detections)."""
+    out = tmp_path / "export"
+    code = cli.main(["export", str(tiny_run["run_dir"]), "--out", str(out), "--formats",
+                     "tflite", "--edgetpu", "--regular-nms", "--max-detections", "7",
+                     "--no-eval", "--calibration-images", "4"])
+    assert code == 0, capsys.readouterr()
+    meta = json.loads((out / "tflite.json").read_text())
+    assert set(meta) == {"model_float32.tflite", "model_edgetpu.tflite"}
+    assert {(m["nms"], m["max_detections"]) for m in meta.values()} == {("regular", 7)}
