@@ -22,7 +22,7 @@ Settings: ``demo`` (the demo's data: 3 shapes, up to 3 per image) and ``hard`` (
 star and cross among them, up to 6 per image; same model and size).
 
 Usage: .venv/bin/python tools/bench/qat.py [--settings demo,hard] [--float-steps 2000]
-       [--qat-steps 500] [--work DIR] [--exports-only]
+       [--qat-steps 500] [--val-images 60] [--work DIR] [--exports-only]
 Prints a Markdown table for BENCHMARKS.md.
 """
 
@@ -50,11 +50,11 @@ def _tfod(*args: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def _dataset(work: Path, setting: dict) -> Path:
+def _dataset(work: Path, setting: dict, val_images: int) -> Path:
     from tfod.data import prepare_dataset
     from tfod.data.synth import synthesize
 
-    synthesize(work / "raw", num_train=300, num_val=60, image_size=160,
+    synthesize(work / "raw", num_train=300, num_val=val_images, image_size=160,
                classes=setting["classes"], max_objects=setting["max_objects"], seed=0)
     return Path(prepare_dataset(work / "raw", "data", out_root=work / "data",
                                 label_map_dir=work / "maps", plots=False)["dir"])
@@ -74,11 +74,11 @@ def _export(run: Path, out: Path, formats: str) -> dict:
 
 
 def bench(name: str, work: Path, float_steps: int, qat_steps: int,
-          exports_only: bool = False) -> dict:
+          exports_only: bool = False, val_images: int = 60) -> dict:
     if exports_only:  # the runs of an earlier invocation, exported and scored again
         return _scores(name, work, {})
     work.mkdir(parents=True, exist_ok=True)
-    data = _dataset(work, SETTINGS[name])
+    data = _dataset(work, SETTINGS[name], val_images)
     total = float_steps + qat_steps
     base, longer, qat = (work / f"{n}.config" for n in ("base", "longer", "qat"))
     _tfod("config", "ssd_mobilenet_v2_tiny", "--data", str(data), "--out", str(base),
@@ -134,13 +134,16 @@ def main() -> None:
     parser.add_argument("--float-steps", type=int, default=2000)
     parser.add_argument("--qat-steps", type=int, default=500)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--val-images", type=int, default=60,
+                        help="held-out images each file is scored on (more: less noise)")
     parser.add_argument("--exports-only", action="store_true",
                         help="re-export and score the runs already in --work")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tfod-bench-qat-"))
-    results = [bench(name, work / name, args.float_steps, args.qat_steps, args.exports_only)
-               for name in args.settings.split(",")]
-    print(f"\nfloat {args.float_steps} steps, then {args.qat_steps} more per branch "
+    results = [bench(name, work / name, args.float_steps, args.qat_steps, args.exports_only,
+                     args.val_images) for name in args.settings.split(",")]
+    print(f"\nfloat {args.float_steps} steps, then {args.qat_steps} more per branch, "
+          f"{args.val_images} val images "
           f"(work: {work})\n")
     print("| setting | weights | float ckpt mAP | float32 TFLite | PTQ int8 | QAT int8 | "
           "QAT ckpt (fake-quant) | PTQ loss | QAT loss | loss recovered |")
