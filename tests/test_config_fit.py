@@ -288,3 +288,48 @@ def test_check_names_the_aspect_ratio_no_anchor_fits(tmp_path):
     configs = templates.load_configs(tmp_path / "p.config")
     result = fitting.fit_data(configs)
     assert result["covered"]["rod"] == [0.0, 1.0] and max(result["aspect_ratios"]) > 5
+
+
+def test_config_and_its_check_leave_the_thread_pools_settable(tmp_path):
+    """Patching a config with its data check and ``--fit-data`` (anchors made by the OD
+    API's generator) leaves a training later in the same process (``tfod demo``, a
+    notebook) its thread pools: it does not start TensorFlow's eager runtime, and the
+    session it runs the generator in has the pools ``--threads auto`` asks for (the first
+    device of a process fixes the intra-op pool of all: with TensorFlow's defaults there,
+    the demo trained at 17-20 steps/s instead of 31). Run in a fresh process (this one's
+    runtime runs already). Caught: the anchors made eagerly (pools no longer settable);
+    the session made with TensorFlow's defaults."""
+    import subprocess
+    import sys
+
+    script = f"""
+import tfod
+import tensorflow as tf
+made = []
+init = tf.compat.v1.Session.__init__
+def spy(self, target="", graph=None, config=None):
+    made.append((config.intra_op_parallelism_threads, config.inter_op_parallelism_threads)
+                if config is not None else (0, 0))
+    init(self, target, graph, config)
+tf.compat.v1.Session.__init__ = spy
+from tfod.config import patch_pipeline_for_dataset
+from tfod.data import prepare_dataset
+from tfod.data.synth import synthesize
+from tfod.distribute import configure_threads
+root = {str(tmp_path)!r}
+synthesize(root + "/raw", num_train=8, num_val=4, seed=0)
+data = prepare_dataset(root + "/raw", "d", out_root=root + "/data",
+                       label_map_dir=root + "/maps", plots=False)["dir"]
+patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", root + "/a.config", data_dir=data,
+                           num_steps=10, batch_size=2)
+patch_pipeline_for_dataset("ssd_mobilenet_v2_tiny", root + "/b.config", data_dir=data,
+                           num_steps=10, batch_size=2, fit_data=True, max_size=320)
+print("SESSIONS", sorted(set(made)))
+print("POOLS", configure_threads("1,2"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=600)
+    assert "POOLS (1, 2)" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+    from tfod.distribute import parse_threads
+
+    assert f"SESSIONS {[parse_threads('auto') or (0, 0)]}" in out.stdout, out.stdout

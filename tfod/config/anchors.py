@@ -164,6 +164,25 @@ def feature_maps(configs: dict, height: int, width: int) -> list[tuple[int, int]
     return [(math.ceil(rows / s), math.ceil(cols / s)) for s in strides]
 
 
+def generate(config, shapes: list[tuple[int, int]], height: int, width: int) -> list:
+    """The OD API's anchors of generator ``config`` for feature maps ``shapes``: per map an
+    array of normalized (ymin, xmin, ymax, xmax), cell-major. Made in a graph of its own and
+    run by a session with the pools training asks for
+    (:func:`tfod.distribute.session_config`), so that a training later in this process (the
+    demo, a notebook) still gets its thread pools: TensorFlow's eager runtime stays
+    unstarted, and the process-wide intra-op pool this first device fixes is training's."""
+    import tensorflow as tf
+    from object_detection.builders import anchor_generator_builder
+
+    from tfod.distribute import session_config
+
+    with tf.Graph().as_default():
+        generated = anchor_generator_builder.build(config).generate(
+            shapes, im_height=height, im_width=width)
+        with tf.compat.v1.Session(config=session_config()) as session:
+            return session.run([boxes.get() for boxes in generated])
+
+
 def anchor_geometry(configs: dict, input_size: tuple[int, int] | None = None) -> Geometry:
     """The anchors of a supported config (:func:`unsupported` is None), made by the OD
     API's own generator for the feature maps of its input (``input_size`` overrides it).
@@ -172,16 +191,11 @@ def anchor_geometry(configs: dict, input_size: tuple[int, int] | None = None) ->
         >>> anchor_geometry(load_configs(resolve_template("ssd_mobilenet_v2_tiny"))).describe()
         'ssd_anchor_generator at 160x160: anchors 24-152 px, strides 16, 32, 53.333, 80, 160, 160'
     """
-    from object_detection.builders import anchor_generator_builder
-
     height, width = input_size or model_input(configs)
     config = _ssd(configs).anchor_generator
     shapes = feature_maps(configs, height, width)
-    generated = anchor_generator_builder.build(config).generate(
-        shapes, im_height=height, im_width=width)
     layers = []
-    for (rows, cols), boxes in zip(shapes, generated):
-        corners = boxes.get().numpy()  # normalized ymin, xmin, ymax, xmax; cell-major
+    for (rows, cols), corners in zip(shapes, generate(config, shapes, height, width)):
         per_cell = len(corners) // (rows * cols)
         first = corners[:per_cell]
         anchors = tuple((round(float((b[3] - b[1]) * width), 3),

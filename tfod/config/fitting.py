@@ -165,15 +165,12 @@ def _fit_aspect_ratios(generator, boxes: dict) -> list[float]:
 def _shapes(configs: dict) -> list[tuple[float, float]]:
     """Every anchor (width, height) of the config at its input, made by the OD API's
     generator on 1x1 maps (the sizes do not depend on the number of cells)."""
-    from object_detection.builders import anchor_generator_builder
-
     height, width = anchors.model_input(configs)
     count = len(anchors.feature_maps(configs, height, width))
-    generated = anchor_generator_builder.build(configs["model"].ssd.anchor_generator).generate(
-        [(1, 1)] * count, im_height=height, im_width=width)
     shapes = set()
-    for boxes in generated:
-        for b in boxes.get().numpy():
+    for corners in anchors.generate(configs["model"].ssd.anchor_generator, [(1, 1)] * count,
+                                    height, width):
+        for b in corners:
             shapes.add((float((b[3] - b[1]) * width), float((b[2] - b[0]) * height)))
     return sorted(shapes)
 
