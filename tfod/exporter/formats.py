@@ -284,8 +284,9 @@ def trace_tflite_graph(configs: dict, checkpoint: str, work: Path,
         export_tflite_graph_lib_tf2.export_tflite_model(
             proto, _checkpoint_dir(checkpoint, work), str(work / "tflite_graph"),
             max_detections, use_regular_nms=regular_nms)
-    # the mark says how the graph ends: what each file converted from it will do
-    (work / "tflite_graph" / TRACED).write_text(json.dumps(
+    # the mark says how the graph ends (what each file converted from it will do); written
+    # whole at once, as the other lane starts converting when it appears
+    write_text_atomic(work / "tflite_graph" / TRACED, json.dumps(
         {"max_detections": max_detections, "nms": "regular" if regular_nms else "fast"}))
     log.info("export: TFLite graph traced in %.0fs", time.time() - t0)
     return work / "tflite_graph" / "saved_model"
