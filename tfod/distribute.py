@@ -62,13 +62,11 @@ def configure_threads(spec: str | None = "auto") -> tuple[int, int] | None:
     Once the runtime has started (another TensorFlow call came first in this process)
     the pools can no longer change: logged, and training goes on with what is set.
     """
-    threads = parse_threads(spec)
+    threads = _auto_pools() if spec == "auto" else parse_threads(spec)
     if threads is None:
         return None
     import tensorflow as tf
 
-    if spec == "auto" and tf.config.list_physical_devices("GPU"):
-        return None
     intra, inter = threads
     try:
         if intra:
@@ -95,10 +93,21 @@ def session_config():
     import tensorflow as tf
 
     config = tf.compat.v1.ConfigProto()
-    threads = parse_threads("auto")
-    if threads is not None and not tf.config.list_physical_devices("GPU"):
+    threads = _auto_pools()
+    if threads is not None:
         config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = threads
     return config
+
+
+def _auto_pools() -> tuple[int, int] | None:
+    """The pools ``auto`` sets here: :func:`parse_threads`'s, or None (TensorFlow's
+    defaults) with a GPU."""
+    threads = parse_threads("auto")
+    if threads is None:
+        return None
+    import tensorflow as tf
+
+    return None if tf.config.list_physical_devices("GPU") else threads
 
 
 def make_strategy(name: str = "auto"):
